@@ -1,0 +1,39 @@
+"""Project errors: each carries a one-line, actionable message that the CLI prints without a traceback."""
+
+from __future__ import annotations
+
+
+class EdgeeffError(Exception):
+    """A user-facing failure. ``exit_code`` follows the CLI convention (2: bad input / could not run)."""
+
+    exit_code = 2
+
+
+class UnknownNameError(EdgeeffError):
+    """A name (variant, target, device, weights) that is not registered."""
+
+
+class VariantError(EdgeeffError):
+    """A variant spec that cannot be built (bad phi, resolution, override)."""
+
+
+class WeightsError(EdgeeffError):
+    """Weights that are missing, corrupt, or for another variant."""
+
+
+class ImageError(EdgeeffError):
+    """An image that cannot be decoded."""
+
+
+class BackendMissingError(EdgeeffError):
+    """An optional backend package is not installed; the message names the pip command."""
+
+
+class ValidationError(EdgeeffError):
+    """A converted artifact failed validation against its reference; ``failures`` lists all of them."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, failures: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []

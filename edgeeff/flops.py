@@ -1,0 +1,42 @@
+"""Multiply-adds and parameters, computed from a built Keras model (never typed in).
+
+Convention (the EfficientNet papers'): one multiply-add per weight per output position for
+convolutions, depthwise convolutions and dense layers; batch norm, activations, pooling and
+element-wise ops are not counted (they are folded or negligible at inference).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
+
+
+def _spatial(shape) -> int:
+    return int(math.prod(int(d) for d in shape[1:-1])) if len(shape) > 2 else 1
+
+
+def count_macs(model: "keras.Model") -> int:
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            kh, kw, ch, mult = layer.kernel.shape
+            total += _spatial(layer.output.shape) * kh * kw * ch * mult
+        elif isinstance(layer, keras.layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            total += _spatial(layer.output.shape) * kh * kw * cin * cout
+        elif isinstance(layer, keras.layers.Dense):
+            cin, cout = layer.kernel.shape
+            total += int(cin) * int(cout)
+    return int(total)
+
+
+def count_params(model: "keras.Model") -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    trainable = sum(int(math.prod(w.shape)) for w in model.trainable_weights)
+    total = sum(int(math.prod(w.shape)) for w in model.weights)
+    return total, trainable

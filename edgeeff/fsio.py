@@ -1,0 +1,68 @@
+"""Atomic writes: a temp file in the destination folder, fsync, then rename.
+
+Readers and interrupted runs never see a half-written report or artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from edgeeff.errors import EdgeeffError
+
+
+class OutputError(EdgeeffError):
+    """A destination that cannot be written."""
+
+
+def _check_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {directory}: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise OutputError(f"output folder {directory} is not writable; choose another with --out")
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` only if the block succeeds."""
+    dest = Path(dest)
+    _check_dir(dest.parent if str(dest.parent) else Path("."))
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if tmp_path.is_file():
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp_path, dest)
+    except BaseException:
+        if tmp_path.is_dir():
+            shutil.rmtree(tmp_path, ignore_errors=True)
+        else:
+            tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text(dest: str | Path, text: str) -> Path:
+    try:
+        with atomic_path(dest) as tmp:
+            tmp.write_text(text)
+    except OSError as exc:
+        raise OutputError(f"cannot write {dest}: {exc.strerror}") from None
+    return Path(dest)
+
+
+def write_bytes(dest: str | Path, data: bytes) -> Path:
+    try:
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(data)
+    except OSError as exc:
+        raise OutputError(f"cannot write {dest}: {exc.strerror}") from None
+    return Path(dest)

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real ImageNet sample in ../shared and helpers to run the CLI for real."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGEEFF_SHARED", REPO.parent / "shared"))
+SAMPLE = SHARED / "data" / "imagenet-sample"
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> list[Path]:
+    """The 500 real ImageNet photos, sorted by name. In CI their absence is a failure, not a skip."""
+    folder = SAMPLE / "images"
+    if not folder.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{folder} is missing: CI must have ../shared beside the checkout")
+        pytest.skip(f"{folder} not present (developer machine without ../shared)")
+    return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+@pytest.fixture(scope="session")
+def few_images(sample_images) -> list[Path]:
+    return sample_images[::125]  # 4 real photos spread over the class range
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed CLI in a fresh process, exactly as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "edgeeff.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int = 2) -> None:
+    err = result.stderr.strip()
+    assert result.returncode == code, f"exit {result.returncode}, stderr: {err[-2000:]}"
+    assert "Traceback" not in err, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("edgeeff: error:")]
+    assert len(lines) == 1, err[-2000:]
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), lines[0]
