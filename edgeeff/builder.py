@@ -134,13 +134,15 @@ def build_model(
     total = float(sum(repeats))
     index = 0
     for stage_no, (stage, count) in enumerate(zip(variant.block_args, repeats), start=1):
-        filters_in = variant.round_filters(stage.filters_in)
         filters_out = variant.round_filters(stage.filters_out)
         for j in range(count):
+            # The tensor's own channel count, not the table's scaled `i` field: they agree for the
+            # scaled families, but Lite's fixed 32-channel stem feeds a first stage whose scaled `i`
+            # differs (Lite3: 40), exactly as in the official builder.
             x = ctx.block(
                 x,
                 prefix=f"block{stage_no}{chr(j + 97)}_",
-                filters_in=filters_in if j == 0 else filters_out,
+                filters_in=int(x.shape[-1]),
                 filters_out=filters_out,
                 kernel=stage.kernel,
                 stride=stage.stride if j == 0 else 1,

@@ -15,7 +15,25 @@ import click
 from edgeeff.errors import EdgeeffError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not ours to print
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def quiet_tensorflow_import() -> None:
+    """Import TensorFlow with file descriptor 2 muted: its absl start-up lines ignore
+    TF_CPP_MIN_LOG_LEVEL and would bury our one-line errors. Import failures still surface."""
+    if "tensorflow" in sys.modules or os.environ.get("EDGEEFF_DEBUG"):
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            except ImportError as exc:
+                os.dup2(saved, 2)
+                fail(f"TensorFlow is not importable ({exc}); reinstall: pip install -e .")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -27,6 +45,8 @@ class Group(click.Group):
     """Turns project errors into one line and an exit code."""
 
     def invoke(self, ctx):
+        if ctx.protected_args and ctx.protected_args[0] not in ("targets",):
+            quiet_tensorflow_import()
         try:
             return super().invoke(ctx)
         except EdgeeffError as exc:

@@ -1,0 +1,77 @@
+"""Labelled image sets: folders with the synset in each file name, or ``label<TAB>path`` list files,
+and deterministic, disjoint splits of them (calibration never sees evaluation images)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeeff.errors import EdgeeffError
+from edgeeff.labels import label_from_filename, synset_index
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+
+
+class DataError(EdgeeffError):
+    """An image folder or list that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int | None
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_samples(source: str | Path) -> list[Sample]:
+    """Samples from a folder (labels from synset file names, else None) or a ``label<TAB>path`` file.
+
+    Sorted by path, so every consumer sees the same order.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"image source not found: {source}")
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and _is_image_name(p))
+        if not files:
+            raise DataError(f"{source} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return [Sample(p, label_from_filename(p.name)) for p in files]
+    samples = []
+    index = synset_index()
+    for number, line in enumerate(source.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        label_text, sep, path_text = line.partition("\t")
+        if not sep:
+            raise DataError(f"{source}:{number}: expected 'label<TAB>path'")
+        path = Path(path_text.strip())
+        if not path.is_absolute():
+            path = source.parent / path
+        label_text = label_text.strip()
+        label = index.get(label_text)
+        if label is None:
+            if not label_text.isdigit() or not 0 <= int(label_text) < len(index):
+                raise DataError(f"{source}:{number}: label {label_text!r} is neither a synset nor a class index 0-999")
+            label = int(label_text)
+        samples.append(Sample(path, label))
+    if not samples:
+        raise DataError(f"{source} lists no images")
+    return sorted(samples, key=lambda s: str(s.path))
+
+
+def split(samples: list[Sample], fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Deterministic disjoint split by a seeded hash of each file name (stable when files are added).
+
+    Returns (first, second) with about ``fraction`` of the samples in ``first``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"split fraction must be between 0 and 1, got {fraction}")
+    first, second = [], []
+    for sample in samples:
+        digest = hashlib.sha256(f"{seed}:{sample.path.name}".encode()).digest()
+        (first if int.from_bytes(digest[:8], "big") / 2**64 < fraction else second).append(sample)
+    return first, second
