@@ -23,6 +23,14 @@ class Sample:
     label: int | None
 
 
+def bundled_photos() -> list[Path]:
+    """The real photos that ship inside the package (licences in ``edgeeff/assets/LICENSES.md``)."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("edgeeff.assets").joinpath("photos")))
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".jpg")
+
+
 def _is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 

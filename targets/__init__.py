@@ -1,1 +1,5 @@
-"""Placeholder package; filled by the conversion issue."""
+"""Conversion targets: one registry (``base.TARGETS``), one module per backend (export + run)."""
+
+from edgeeff.targets.base import TARGETS, TargetSpec, get_target, list_targets
+
+__all__ = ["TARGETS", "TargetSpec", "get_target", "list_targets"]

@@ -1,0 +1,129 @@
+"""The calibration source: a seeded, reproducible choice of N real images, preprocessed by the card."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from edgeeff.data import Sample, bundled_photos, list_samples
+from edgeeff.errors import EdgeeffError, ImageError
+from edgeeff.preprocess import PreprocessCard, load_image
+
+# Calibration set sizes. Below MIN_COUNT the activation ranges are set by a handful of pictures and
+# we refuse; below WARN_BELOW we go on but say so. DEFAULT_COUNT is what a folder gets by default;
+# the embedded default set (13 photos) is below WARN_BELOW and is reported as such.
+MIN_COUNT = 4
+WARN_BELOW = 100
+DEFAULT_COUNT = 200
+
+
+class CalibrationError(EdgeeffError):
+    """Calibration data that cannot be used (too few images, overlap with evaluation data)."""
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class CalibrationSource:
+    """Re-iterable: every ``iter()`` yields the same float32 (1, H, W, 3) batches in the same order."""
+
+    samples: list[Sample]
+    resolution: int
+    card: PreprocessCard
+    seed: int
+    origin: str
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    _cache: list[np.ndarray] | None = None
+
+    def arrays(self) -> list[np.ndarray]:
+        """Decoded once, kept: calibration passes over the data several times (entropy, bias correction)."""
+        if self._cache is None:
+            good, arrays = [], []
+            for sample in self.samples:
+                try:
+                    arrays.append(load_image(sample.path, self.resolution, self.card)[None])
+                    good.append(sample)
+                except ImageError as exc:
+                    self.unreadable.append((str(sample.path), str(exc)))
+            if not arrays:
+                raise CalibrationError(f"none of the {len(self.samples)} calibration images in {self.origin} could be decoded")
+            if len(arrays) < MIN_COUNT:
+                raise CalibrationError(
+                    f"only {len(arrays)} readable calibration image(s) in {self.origin}; at least {MIN_COUNT} are needed"
+                )
+            self.samples = good
+            self._cache = arrays
+        return self._cache
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.arrays())
+
+    def __len__(self) -> int:
+        return len(self.arrays())
+
+    def manifest(self) -> dict:
+        self.arrays()
+        return {
+            "origin": self.origin,
+            "seed": self.seed,
+            "count": len(self.samples),
+            "unreadable": len(self.unreadable),
+            "preprocessing": {"resolution": self.resolution, **self.card.to_dict()},
+            "files": [{"name": s.path.name, "sha256": sha256_file(s.path)} for s in self.samples],
+            "warnings": self.warnings,
+        }
+
+
+def from_images(
+    source: str | Path | None,
+    resolution: int,
+    card: PreprocessCard,
+    count: int | None = None,
+    seed: int = 0,
+    exclude: Sequence[Sample] = (),
+) -> CalibrationSource:
+    """Choose ``count`` images from a folder or list file (default: the embedded photos).
+
+    The choice is a seeded shuffle of the sorted file list, so the same folder, count and seed give
+    the same images anywhere. Images also in ``exclude`` (the evaluation set, by content hash) are
+    refused with one line naming them.
+    """
+    if source is None:
+        samples = [Sample(p, None) for p in bundled_photos()]
+        origin = "embedded default photos (edgeeff/assets/photos)"
+    else:
+        samples = list_samples(source)
+        origin = str(source)
+    if count is not None and count < MIN_COUNT:
+        raise CalibrationError(f"--calibration-count {count} is too few; use at least {MIN_COUNT} (default {DEFAULT_COUNT})")
+    if exclude:
+        excluded = {sha256_file(s.path) for s in exclude if s.path.is_file()}
+        shared = [s.path.name for s in samples if sha256_file(s.path) in excluded]
+        if shared and source is None:
+            samples = [s for s in samples if s.path.name not in set(shared)]  # embedded set: use the rest
+        elif shared:
+            names = ", ".join(shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
+            raise CalibrationError(f"calibration overlaps the evaluation images in {len(shared)} file(s): {names}")
+    rng = random.Random(seed)
+    order = list(samples)
+    rng.shuffle(order)
+    wanted = DEFAULT_COUNT if count is None else count
+    chosen = sorted(order[:wanted], key=lambda s: str(s.path))
+    if len(chosen) < MIN_COUNT:
+        raise CalibrationError(f"{origin} has {len(chosen)} image(s); calibration needs at least {MIN_COUNT}")
+    warnings = []
+    if len(chosen) < WARN_BELOW:
+        warnings.append(
+            f"calibrating on {len(chosen)} images (fewer than {WARN_BELOW}); activation ranges may not cover real inputs"
+        )
+    if count is not None and count > len(samples):
+        warnings.append(f"asked for {count} calibration images, {origin} has {len(samples)}")
+    return CalibrationSource(chosen, resolution, card, seed, origin, warnings=warnings)

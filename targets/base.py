@@ -1,0 +1,124 @@
+"""The target registry: one row per target, driving the CLI, validation and benchmarks.
+
+A backend module (``tflite``, ``onnx``, ``openvino``) provides two functions:
+``export(model, spec, dest, calibration, options) -> dict`` writes the artifact at ``dest`` and
+returns details for the metadata, and ``load(path, spec, threads) -> Runner``. Heavy imports live
+inside those modules; importing this registry is free.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from edgeeff.errors import BackendMissingError, EdgeeffError, UnknownNameError
+
+
+class Runner(Protocol):
+    """A loaded artifact: float32 (N, H, W, 3) pixels in 0-255 in, class probabilities out."""
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> dict: ...
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    backend: str  # module name under edgeeff.targets
+    precision: str  # fp32 | fp16 | dynamic | int8
+    suffix: str
+    packages: tuple[str, ...]  # distributions that must be installed
+    extra: str  # pip extra that installs them
+    options: tuple[str, ...] = ()  # conversion options this target accepts
+
+    @property
+    def quantized(self) -> bool:
+        return self.precision in ("int8", "dynamic")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.precision == "int8"
+
+    def module(self):
+        self.require()
+        return importlib.import_module(f"edgeeff.targets.{self.backend}")
+
+    def missing(self) -> list[str]:
+        """Distributions still to install; ``a|b`` is satisfied by either."""
+        return [p.split("|")[0] for p in self.packages if not any(_installed(n) for n in p.split("|"))]
+
+    def require(self) -> None:
+        missing = self.missing()
+        if missing:
+            raise BackendMissingError(
+                f"target {self.name} needs {', '.join(missing)}: pip install \"edgeeff[{self.extra}]\" (or pip install {' '.join(missing)})"
+            )
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+_TFLITE = ("tensorflow-cpu|tensorflow", "ai-edge-litert|tflite-runtime")
+_ONNX = ("tf2onnx", "onnxruntime|onnxruntime-gpu")
+_OV = ("openvino",)
+
+TARGETS: dict[str, TargetSpec] = {
+    t.name: t
+    for t in (
+        TargetSpec("tflite-fp32", "tflite", "fp32", ".tflite", _TFLITE, "tflite"),
+        TargetSpec("tflite-fp16", "tflite", "fp16", ".tflite", _TFLITE, "tflite"),
+        TargetSpec("tflite-dynamic", "tflite", "dynamic", ".tflite", _TFLITE, "tflite"),
+        TargetSpec("tflite-int8", "tflite", "int8", ".tflite", _TFLITE, "tflite", ("io_dtype",)),
+        TargetSpec("onnx-fp32", "onnx", "fp32", ".onnx", _ONNX, "onnx"),
+        TargetSpec("onnx-int8", "onnx", "int8", ".onnx", _ONNX, "onnx", ("calibration_method",)),
+        TargetSpec("openvino-fp32", "openvino", "fp32", ".xml", _OV, "openvino"),
+        TargetSpec("openvino-fp16", "openvino", "fp16", ".xml", _OV, "openvino"),
+        TargetSpec("openvino-int8", "openvino", "int8", ".xml", _OV + ("nncf",), "openvino", ("preset", "fast_bias_correction")),
+    )
+}
+
+
+def list_targets() -> list[str]:
+    return list(TARGETS)
+
+
+def get_target(name: str) -> TargetSpec:
+    key = name.strip().lower()
+    if key not in TARGETS:
+        close = difflib.get_close_matches(key, list(TARGETS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownNameError(f"unknown target {name!r}.{hint} Valid: {', '.join(TARGETS)}")
+    return TARGETS[key]
+
+
+def check_options(spec: TargetSpec, options: dict) -> None:
+    """Reject options the target does not take; never silently drop or change them."""
+    for key, value in options.items():
+        if value is not None and key not in spec.options:
+            takers = [t.name for t in TARGETS.values() if key in t.options]
+            flag = "--" + key.replace("_", "-")
+            raise EdgeeffError(f"{flag} does not apply to {spec.name}; it is an option of {', '.join(takers)}")
+
+
+def versions(*distributions: str) -> dict[str, str]:
+    out = {}
+    for dist in distributions:
+        for name in dist.split("|"):
+            try:
+                out[name] = importlib.metadata.version(name)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return out

@@ -1,0 +1,92 @@
+"""OpenVINO: convert_model from the SavedModel, save_model (fp16 weight compression for fp16),
+int8 through nncf.quantize; the runner forces f32 execution unless asked otherwise, because CPUs
+with bf16 support would otherwise run an "fp32" IR in bf16."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgeeff.errors import EdgeeffError
+from edgeeff.targets.base import TargetSpec, versions
+
+PRESETS = ("performance", "mixed")
+
+
+def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict | None = None, saved_model: Path | None = None) -> dict:
+    import openvino as ov
+
+    options = options or {}
+    try:
+        ov_model = ov.convert_model(str(saved_model))
+    except Exception as exc:
+        raise EdgeeffError(f"OpenVINO conversion failed: {str(exc).splitlines()[0][:200]}") from None
+    res = model.input_shape[1]
+    ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([-1, res, res, 3])})
+    details: dict = {"converter": versions("openvino")}
+    if spec.precision == "int8":
+        import nncf
+
+        from edgeeff.calibration.adapters import nncf_dataset
+
+        preset_name = options.get("preset") or "performance"
+        if preset_name not in PRESETS:
+            raise EdgeeffError(f"--preset must be one of {', '.join(PRESETS)}, got {preset_name!r}")
+        fast = options.get("fast_bias_correction")
+        fast = True if fast is None else bool(fast)
+        ov_model = nncf.quantize(
+            ov_model,
+            nncf_dataset(calibration),
+            preset=nncf.QuantizationPreset.PERFORMANCE if preset_name == "performance" else nncf.QuantizationPreset.MIXED,
+            subset_size=len(calibration),
+            fast_bias_correction=fast,
+        )
+        details.update({"preset": preset_name, "fast_bias_correction": fast, "quantizer": versions("nncf")})
+    ov.save_model(ov_model, str(dest), compress_to_fp16=spec.precision == "fp16")
+    return details
+
+
+class OpenVINORunner:
+    def __init__(self, path: Path, threads: int | None = None, device: str = "CPU", precision_hint: str | None = "f32") -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config = {}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if precision_hint:
+            config["INFERENCE_PRECISION_HINT"] = precision_hint
+        try:
+            self.compiled = core.compile_model(str(path), device, config)
+        except Exception as exc:
+            raise EdgeeffError(f"cannot load {Path(path).name} with OpenVINO {device}: {str(exc).splitlines()[0][:160]}") from None
+        self.request = self.compiled.create_infer_request()
+        self.device = device
+
+    def prepare(self, batch: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def invoke(self, prepared: np.ndarray) -> np.ndarray:
+        return self.request.infer({0: prepared})[self.compiled.outputs[0]]
+
+    def finish(self, raw: np.ndarray) -> np.ndarray:
+        return np.asarray(raw, dtype=np.float32)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.finish(self.invoke(self.prepare(batch)))
+
+    def describe(self) -> dict:
+        return {
+            "runtime": "openvino",
+            "device": self.device,
+            "execution_devices": list(self.compiled.get_property("EXECUTION_DEVICES")),
+            "inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "input": {"name": self.compiled.inputs[0].get_any_name(), "shape": str(self.compiled.inputs[0].get_partial_shape())},
+            "output": {"name": self.compiled.outputs[0].get_any_name(), "shape": str(self.compiled.outputs[0].get_partial_shape())},
+        }
+
+
+def load(path: Path, spec: TargetSpec, threads: int | None = None) -> OpenVINORunner:
+    return OpenVINORunner(Path(path), threads or os.cpu_count())
