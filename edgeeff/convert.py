@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -120,8 +121,10 @@ def convert(
     model = build(v, weights=weights)
     choice = model.edgeeff_weights
     card = choice.preprocessing
-    weights_file = choice.path or (None if choice.card is None else None)
-    weights_sha = sha256_of(weights_file) if weights_file and Path(weights_file).is_file() else (choice.card.sha256 or choice.card.file_hash if choice.card else "")
+    if choice.path is not None and Path(choice.path).is_file():
+        weights_sha = sha256_of(choice.path)
+    else:
+        weights_sha = (choice.card.sha256 or choice.card.file_hash) if choice.card else ""
 
     calib = None
     calib_manifest = None
@@ -155,8 +158,6 @@ def convert(
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise fsio.OutputError(f"cannot create output folder {out_root}: {exc.strerror}") from None
-    import os
-
     if not os.access(out_root, os.W_OK):
         raise fsio.OutputError(f"output folder {out_root} is not writable; choose another with --out")
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".staging", dir=out_root))
