@@ -7,7 +7,6 @@ Default images: ../shared/data/imagenet-sample/images (500 ImageNet photos, one 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path

@@ -12,6 +12,7 @@ from edgeeff.calibration.source import (
     CalibrationError,
     CalibrationSource,
     from_images,
+    from_samples,
 )
 
-__all__ = ["CalibrationSource", "CalibrationError", "from_images", "DEFAULT_COUNT", "MIN_COUNT", "WARN_BELOW"]
+__all__ = ["CalibrationSource", "CalibrationError", "from_images", "from_samples", "DEFAULT_COUNT", "MIN_COUNT", "WARN_BELOW"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 
 from edgeeff.data import Sample, bundled_photos, list_samples
 from edgeeff.errors import EdgeeffError, ImageError
+from edgeeff.fsio import sha256_of
 from edgeeff.preprocess import PreprocessCard, load_image
 
 # Calibration set sizes. Below MIN_COUNT the activation ranges are set by a handful of pictures and
@@ -24,10 +24,6 @@ DEFAULT_COUNT = 200
 
 class CalibrationError(EdgeeffError):
     """Calibration data that cannot be used (too few images, overlap with evaluation data)."""
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass
@@ -77,9 +73,12 @@ class CalibrationSource:
             "count": len(self.samples),
             "unreadable": len(self.unreadable),
             "preprocessing": {"resolution": self.resolution, **self.card.to_dict()},
-            "files": [{"name": s.path.name, "sha256": sha256_file(s.path)} for s in self.samples],
+            "files": [{"name": s.path.name, "sha256": sha256_of(s.path)} for s in self.samples],
             "warnings": self.warnings,
         }
+
+
+EMBEDDED_ORIGIN = "embedded default photos (edgeeff/assets/photos)"
 
 
 def from_images(
@@ -90,26 +89,31 @@ def from_images(
     seed: int = 0,
     exclude: Sequence[Sample] = (),
 ) -> CalibrationSource:
-    """Choose ``count`` images from a folder or list file (default: the embedded photos).
-
-    The choice is a seeded shuffle of the sorted file list, so the same folder, count and seed give
-    the same images anywhere. Images also in ``exclude`` (the evaluation set, by content hash) are
-    refused with one line naming them.
-    """
+    """Choose ``count`` images from a folder or list file (``None``: the embedded photos)."""
     if source is None:
-        samples = [Sample(p, None) for p in bundled_photos()]
-        origin = "embedded default photos (edgeeff/assets/photos)"
-    else:
-        samples = list_samples(source)
-        origin = str(source)
+        return from_samples([Sample(p, None) for p in bundled_photos()], EMBEDDED_ORIGIN, resolution, card, count, seed, exclude)
+    return from_samples(list_samples(source), str(source), resolution, card, count, seed, exclude)
+
+
+def from_samples(
+    samples: Sequence[Sample],
+    origin: str,
+    resolution: int,
+    card: PreprocessCard,
+    count: int | None = None,
+    seed: int = 0,
+    exclude: Sequence[Sample] = (),
+) -> CalibrationSource:
+    """Choose ``count`` of ``samples``: a seeded shuffle of the sorted list, so the same images,
+    count and seed give the same choice anywhere. Images also in ``exclude`` (the evaluation set,
+    compared by content hash) are refused with one line naming them.
+    """
     if count is not None and count < MIN_COUNT:
         raise CalibrationError(f"--calibration-count {count} is too few; use at least {MIN_COUNT} (default {DEFAULT_COUNT})")
     if exclude:
-        excluded = {sha256_file(s.path) for s in exclude if s.path.is_file()}
-        shared = [s.path.name for s in samples if sha256_file(s.path) in excluded]
-        if shared and source is None:
-            samples = [s for s in samples if s.path.name not in set(shared)]  # embedded set: use the rest
-        elif shared:
+        excluded = {sha256_of(s.path) for s in exclude if s.path.is_file()}
+        shared = [s.path.name for s in samples if sha256_of(s.path) in excluded]
+        if shared:
             names = ", ".join(shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
             raise CalibrationError(f"calibration overlaps the evaluation images in {len(shared)} file(s): {names}")
     rng = random.Random(seed)

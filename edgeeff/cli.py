@@ -182,7 +182,6 @@ def convert(variant, target, weights, out, calibration, calibration_count, seed,
     from edgeeff import report
     from edgeeff.convert import convert as run_convert
     from edgeeff.variants import resolve
-    from edgeeff.weights.cards import cards_for
 
     console = Console(stderr=True)
     if weights is None:

@@ -20,10 +20,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgeeff import __version__, fsio
+from edgeeff.fsio import sha256_of
 from edgeeff.data import Sample, bundled_photos, list_samples
 from edgeeff.errors import EdgeeffError, ValidationError
 from edgeeff.targets.base import TargetSpec, check_options, get_target
-from edgeeff.weights.loaders import sha256_of
 
 FP32_TOLERANCE = 1e-4  # max abs difference of output probabilities vs Keras
 FP16_TOLERANCE = 1e-2
@@ -39,10 +39,10 @@ def _content_key(variant, weights_label: str, weights_sha: str, spec: TargetSpec
         "variant": asdict(variant),
         "weights": [weights_label, weights_sha],
         "target": spec.name,
-        "options": {k: v for k, v in options.items() if k != "progress"},
+        "options": options,
         "calibration": [f["sha256"] for f in calib["files"]] + [calib["seed"], calib["preprocessing"]] if calib else None,
         "edgeeff": __version__,
-        "versions": versions(*[p for p in spec.packages]),
+        "versions": versions(*spec.packages),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -129,14 +129,15 @@ def convert(
     calib = None
     calib_manifest = None
     if spec.needs_calibration:
-        from edgeeff.calibration import from_images
+        from edgeeff.calibration import from_images, from_samples
+        from edgeeff.calibration.source import EMBEDDED_ORIGIN
 
         if calibration is None and images is None:
             # Embedded default: the bundled photos, split so validation never sees a calibration image.
             from edgeeff.data import split as split_samples
 
             calib_part, eval_samples = split_samples([Sample(p, None) for p in bundled_photos()], 0.7, seed)
-            calib = from_images(None, v.resolution, card, calibration_count, seed, exclude=eval_samples)
+            calib = from_samples(calib_part, EMBEDDED_ORIGIN, v.resolution, card, calibration_count, seed, exclude=eval_samples)
         else:
             calib = from_images(calibration, v.resolution, card, calibration_count, seed, exclude=eval_samples)
         say(f"decoding {len(calib.samples)} calibration images")
@@ -170,7 +171,7 @@ def convert(
             _export_saved_model(model, saved_model)
         artifact = staging / f"model{spec.suffix}"
         say(f"converting to {spec.name}" + (" (calibrating)" if calib else ""))
-        details = module.export(model, spec, artifact, calib, {**options, "progress": None}, saved_model=saved_model)
+        details = module.export(model, spec, artifact, calib, options, saved_model=saved_model)
         wall = time.perf_counter() - start
         if saved_model is not None:
             shutil.rmtree(saved_model, ignore_errors=True)

@@ -6,6 +6,7 @@ Readers and interrupted runs never see a half-written report or artifact.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -48,6 +49,15 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
         else:
             tmp_path.unlink(missing_ok=True)
         raise
+
+
+def sha256_of(path: str | Path) -> str:
+    """Streamed sha256 of a file (weights, artifacts, calibration images)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_text(dest: str | Path, text: str) -> Path:

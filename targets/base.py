@@ -8,10 +8,10 @@ inside those modules; importing this registry is free.
 
 from __future__ import annotations
 
+import abc
 import difflib
 import importlib
 import importlib.metadata
-import importlib.util
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +26,24 @@ class Runner(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
     def describe(self) -> dict: ...
+
+
+class ArrayRunner(abc.ABC):
+    """Shared shape of the runners: ``prepare`` (outside any timed region), ``invoke`` (the runtime's
+    own call, the only thing a latency measurement times), ``finish``. Float in, float out by default."""
+
+    def prepare(self, batch: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    @abc.abstractmethod
+    def invoke(self, prepared: np.ndarray) -> np.ndarray:
+        """Run the runtime once on a prepared batch."""
+
+    def finish(self, raw: np.ndarray) -> np.ndarray:
+        return np.asarray(raw, dtype=np.float32)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.finish(self.invoke(self.prepare(batch)))
 
 
 @dataclass(frozen=True)

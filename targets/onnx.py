@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeeff.errors import EdgeeffError
-from edgeeff.targets.base import TargetSpec, versions
+from edgeeff.targets.base import ArrayRunner, TargetSpec, versions
 
 OPSET = 17
 INPUT_NAME = "image"
@@ -71,7 +71,7 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
     }
 
 
-class OnnxRunner:
+class OnnxRunner(ArrayRunner):
     def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None) -> None:
         import onnxruntime as ort
 
@@ -86,17 +86,8 @@ class OnnxRunner:
         self.input = self.session.get_inputs()[0]
         self.output = self.session.get_outputs()[0]
 
-    def prepare(self, batch: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(batch, dtype=np.float32)
-
     def invoke(self, prepared: np.ndarray) -> np.ndarray:
         return self.session.run([self.output.name], {self.input.name: prepared})[0]
-
-    def finish(self, raw: np.ndarray) -> np.ndarray:
-        return raw.astype(np.float32)
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.finish(self.invoke(self.prepare(batch)))
 
     def describe(self) -> dict:
         return {

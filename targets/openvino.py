@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeeff.errors import EdgeeffError
-from edgeeff.targets.base import TargetSpec, versions
+from edgeeff.targets.base import ArrayRunner, TargetSpec, versions
 
 PRESETS = ("performance", "mixed")
 
@@ -48,7 +48,7 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
     return details
 
 
-class OpenVINORunner:
+class OpenVINORunner(ArrayRunner):
     def __init__(self, path: Path, threads: int | None = None, device: str = "CPU", precision_hint: str | None = "f32") -> None:
         import openvino as ov
 
@@ -65,17 +65,8 @@ class OpenVINORunner:
         self.request = self.compiled.create_infer_request()
         self.device = device
 
-    def prepare(self, batch: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(batch, dtype=np.float32)
-
     def invoke(self, prepared: np.ndarray) -> np.ndarray:
         return self.request.infer({0: prepared})[self.compiled.outputs[0]]
-
-    def finish(self, raw: np.ndarray) -> np.ndarray:
-        return np.asarray(raw, dtype=np.float32)
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.finish(self.invoke(self.prepare(batch)))
 
     def describe(self) -> dict:
         return {

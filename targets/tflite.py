@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeeff.errors import EdgeeffError
-from edgeeff.targets.base import TargetSpec, versions
+from edgeeff.targets.base import ArrayRunner, TargetSpec, versions
 
 
 def _interpreter_class():
@@ -49,12 +49,12 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
     dest.write_bytes(flat)
     details = {"runtime": versions("ai-edge-litert|tflite-runtime"), "converter": versions("tensorflow-cpu|tensorflow")}
     if spec.precision == "int8":
-        details["float_ops"] = float_tensors(dest)
+        details["float_ops"] = float_ops(dest)
         details["fully_integer"] = not details["float_ops"]
     return details
 
 
-def float_tensors(path: Path) -> list[str]:
+def float_ops(path: Path) -> list[str]:
     """Ops that still compute in float (by their output tensors' dtype): empty means full-integer."""
     Interpreter, _ = _interpreter_class()
     interp = Interpreter(model_path=str(path))
@@ -66,7 +66,7 @@ def float_tensors(path: Path) -> list[str]:
     return floats
 
 
-class TFLiteRunner:
+class TFLiteRunner(ArrayRunner):
     def __init__(self, path: Path, threads: int | None = None) -> None:
         Interpreter, self.runtime = _interpreter_class()
         try:
@@ -105,9 +105,6 @@ class TFLiteRunner:
             scale, zero = self.output["quantization"]
             return (raw.astype(np.float32) - zero) * scale
         return raw.astype(np.float32)
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.finish(self.invoke(self.prepare(batch)))
 
     def describe(self) -> dict:
         def info(d):

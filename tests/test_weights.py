@@ -9,7 +9,8 @@ import pytest
 from edgeeff.api import build
 from edgeeff.errors import UnknownNameError, WeightsError
 from edgeeff.weights.cards import all_cards, find_card
-from edgeeff.weights.loaders import pypi_file, sha256_of
+from edgeeff.fsio import sha256_of
+from edgeeff.weights.loaders import pypi_file
 from edgeeff.weights.torch_legacy import load_state_dict
 from edgeeff.variants import resolve
 

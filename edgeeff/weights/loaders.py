@@ -7,7 +7,6 @@ layer, because a half-loaded network still runs and quietly scores near zero.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeeff.errors import WeightsError
+from edgeeff.fsio import sha256_of
 from edgeeff.weights.cards import WeightsCard
 from edgeeff.weights.torch_legacy import load_state_dict
 
@@ -24,14 +24,6 @@ if TYPE_CHECKING:
 # Layers whose weights are preprocessing statistics in Keras Applications files; ours live in the
 # card and the `preprocess` layer instead, so these are expected to be unused.
 _IGNORED_FILE_PREFIXES = ("normalization", "rescaling")
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def assign_by_name(model: "keras.Model", table: dict[str, list[np.ndarray]], source: str) -> int:
