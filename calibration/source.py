@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -14,12 +14,15 @@ from edgeeff.errors import EdgeeffError, ImageError
 from edgeeff.fsio import sha256_of
 from edgeeff.preprocess import PreprocessCard, load_image
 
-# Calibration set sizes. Below MIN_COUNT the activation ranges are set by a handful of pictures and
-# we refuse; below WARN_BELOW we go on but say so. DEFAULT_COUNT is what a folder gets by default;
-# the embedded default set (13 photos) is below WARN_BELOW and is reported as such.
+# Calibration set sizes, chosen from benchmarks/results/calibration_sweep.md (Lite0, 290 held-out
+# ImageNet photos): agreement with fp32 was flat from 16 to 210 images on all three backends (within
+# +-3 images of 290), while conversion time grows with the count (TFLite 11 s at 16, 25 s at 210).
+# DEFAULT_COUNT = 128 keeps a margin over the plateau for folders less homogeneous than ImageNet.
+# Below MIN_COUNT a handful of pictures would set every range and we refuse; below WARN_BELOW we
+# go on and say so (one unusual photo can then set a range).
 MIN_COUNT = 4
-WARN_BELOW = 100
-DEFAULT_COUNT = 200
+WARN_BELOW = 50
+DEFAULT_COUNT = 128
 
 
 class CalibrationError(EdgeeffError):
@@ -39,11 +42,13 @@ class CalibrationSource:
     warnings: list[str] = field(default_factory=list)
     _cache: list[np.ndarray] | None = None
 
-    def arrays(self) -> list[np.ndarray]:
+    def arrays(self, progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
         """Decoded once, kept: calibration passes over the data several times (entropy, bias correction)."""
         if self._cache is None:
             good, arrays = [], []
-            for sample in self.samples:
+            for done, sample in enumerate(self.samples, 1):
+                if progress:
+                    progress(done, len(self.samples))
                 try:
                     arrays.append(load_image(sample.path, self.resolution, self.card)[None])
                     good.append(sample)

@@ -56,6 +56,7 @@ def build(
     resolution: int | None = None,
     num_classes: int = 1000,
     classifier_activation: str | None = "softmax",
+    random_seed: int = 0,
 ) -> "keras.Model":
     """Build a family member, with real weights if asked.
 
@@ -71,6 +72,12 @@ def build(
         v = with_changes(v, resolution=resolution, name=f"{v.name}:resolution={resolution}", base=v.member)
     choice = choose_weights(v, weights)
     pre = choice.preprocessing
+    if choice.card is None and choice.path is None:
+        import keras
+
+        # Random init is seeded: a random-weights model must be rebuildable, so that an artifact
+        # converted from it can be compared with its reference later (eval, the CI gate).
+        keras.utils.set_random_seed(random_seed)
     model = build_model(v, mean=pre.mean, std=pre.std, num_classes=num_classes, classifier_activation=classifier_activation)
     if choice.card is not None:
         load_card(model, choice.card)

@@ -103,6 +103,9 @@ class _Ctx:
         return x
 
 
+PREPROCESS_LAYER = "preprocess"  # exporters find the in-graph preprocessing by this name
+
+
 def build_model(
     variant: Variant,
     mean: Sequence[float] = (0.0, 0.0, 0.0),
@@ -125,7 +128,7 @@ def build_model(
     inputs = keras.Input(shape=(res, res, 3), name="image")
     scale = [1.0 / s for s in std]
     offset = [-m / s for m, s in zip(mean, std)]
-    x = layers.Rescaling(scale=scale, offset=offset, name="preprocess")(inputs)
+    x = layers.Rescaling(scale=scale, offset=offset, name=PREPROCESS_LAYER)(inputs)
 
     x = ctx.conv(x, variant.stem_filters(), 3, 2, "stem_conv")
     x = ctx.act(ctx.bn(x, "stem_bn"), "stem_activation")

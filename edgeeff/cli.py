@@ -6,6 +6,7 @@ stderr, never a traceback (set EDGEEFF_DEBUG=1 to see one).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -22,18 +23,13 @@ def quiet_tensorflow_import() -> None:
     TF_CPP_MIN_LOG_LEVEL and would bury our one-line errors. Import failures still surface."""
     if "tensorflow" in sys.modules or os.environ.get("EDGEEFF_DEBUG"):
         return
-    saved = os.dup(2)
+    from edgeeff.quiet import native_stderr_muted
+
     try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            except ImportError as exc:
-                os.dup2(saved, 2)
-                fail(f"TensorFlow is not importable ({exc}); reinstall: pip install -e .")
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        with native_stderr_muted():
+            import tensorflow  # noqa: F401
+    except ImportError as exc:
+        fail(f"TensorFlow is not importable ({exc}); reinstall: pip install -e .")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -45,7 +41,7 @@ class Group(click.Group):
     """Turns project errors into one line and an exit code."""
 
     def invoke(self, ctx):
-        if ctx.protected_args and ctx.protected_args[0] not in ("targets", "split"):
+        if ctx.protected_args and ctx.protected_args[0] not in ("targets", "split", "devices"):
             quiet_tensorflow_import()
         try:
             return super().invoke(ctx)
@@ -68,6 +64,22 @@ def default_weights(variant) -> str:
     same_shape = member is not None and (member.width, member.depth) == (variant.width, variant.depth)
     cards = [c for c in cards_for(variant.member) if c.kind != "keras-imagenet"]
     return cards[0].name if same_shape and cards else "none"
+
+
+@contextlib.contextmanager
+def step_progress(console):
+    """A rich progress line for a multi-step job: ``say(step)`` names the step, ``say(step, done, total)``
+    turns it into a bar. Transient, on stderr, so stdout stays the result."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def say(step: str, done: int | None = None, total: int | None = None) -> None:
+            bar.update(task, description=step, completed=done or 0, total=total)
+
+        yield say
 
 
 def bundled_images() -> list[Path]:
@@ -165,52 +177,243 @@ def targets(json_path: str | None) -> None:
 @click.option("--weights", default=None, help="imagenet, a card name, a file, or none. Default: the variant's first real weights, else none.")
 @click.option("--out", type=click.Path(file_okay=False), default="edgeeff-out", show_default=True, help="Folder for artifacts.")
 @click.option("--calibration", type=click.Path(), default=None, help="Calibration images (folder or label<TAB>path list). Default: the embedded photos.")
-@click.option("--calibration-count", type=int, default=None, help="Number of calibration images (seeded choice). Default 200.")
+@click.option("--calibration-count", type=int, default=None, help="Number of calibration images (seeded choice). Default 128.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--images", type=click.Path(), default=None, help="Validation images (kept disjoint from calibration).")
 @click.option("--io-dtype", type=click.Choice(["int8", "uint8"]), default=None, help="tflite-int8 input/output type (default int8).")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None, help="onnx-int8 only (default minmax).")
+@click.option("--quant-types", type=click.Choice(["u8u8", "u8s8", "s8s8", "u8s8-reduced"]), default=None,
+              help="onnx-int8 only: activation/weight types (default u8u8: no int16 saturation on CPUs without VNNI).")
 @click.option("--preset", type=click.Choice(["performance", "mixed"]), default=None, help="openvino-int8 only (default performance).")
+@click.option("--overflow-fix", type=click.Choice(["enable", "first_layer_only", "disable"]), default=None,
+              help="openvino-int8 only: 7-bit weights against saturation without VNNI (default enable).")
 @click.option("--fast-bias-correction/--bias-correction", default=None, help="openvino-int8 only (default fast).")
 @click.option("--force", is_flag=True, help="Convert again even if an identical artifact exists.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the metadata as JSON.")
 def convert(variant, target, weights, out, calibration, calibration_count, seed, images, io_dtype, calibration_method,
-            preset, fast_bias_correction, force, json_path) -> None:
+            quant_types, preset, overflow_fix, fast_bias_correction, force, json_path) -> None:
     """Convert a variant to a deployment target, calibrated on real images, validated against Keras."""
     from rich.console import Console
 
-    from edgeeff import report
     from edgeeff.convert import convert as run_convert
     from edgeeff.variants import resolve
 
     console = Console(stderr=True)
     if weights is None:
         weights = default_weights(resolve(variant))
-    options = {"io_dtype": io_dtype, "calibration_method": calibration_method, "preset": preset,
-               "fast_bias_correction": fast_bias_correction}
-    with console.status("converting") as status:
+    options = {"io_dtype": io_dtype, "calibration_method": calibration_method, "quant_types": quant_types, "preset": preset,
+               "overflow_fix": overflow_fix, "fast_bias_correction": fast_bias_correction}
+    with step_progress(console) as say:
         meta = run_convert(variant, target, weights=weights, out=out, calibration=calibration,
                            calibration_count=calibration_count, seed=seed, images=images, force=force,
-                           options={k: v for k, v in options.items() if v is not None},
-                           progress=lambda msg: status.update(msg))
+                           options={k: v for k, v in options.items() if v is not None}, progress=say)
     if meta.get("calibration"):
         for warning in meta["calibration"].get("warnings", []):
             console.print(f"[yellow]warning:[/] {warning}")
+    from edgeeff import report
+
     val = meta["validation"]
     row = {
         "target": meta["target"], "variant": meta["variant"], "weights": meta["weights"]["label"],
         "size_mb": round(meta["size_bytes"] / 1e6, 2), "seconds": meta["conversion_seconds"],
         "images": val["images"], "agreement": val["top1_agreement"], "cosine": val["mean_cosine"],
-        "max_abs_diff": val["max_abs_diff"], "reused": bool(meta.get("reused")),
+        "max_rel_diff": val["max_rel_diff"], "reused": bool(meta.get("reused")),
         "fully_integer": meta["conversion"].get("fully_integer"), "path": meta.get("path", str(Path(out))),
     }
-    report.print_table([row], [("target", "target"), ("variant", "variant"), ("weights", "weights"), ("size_mb", "MB"),
-                               ("seconds", "convert s"), ("images", "val images"), ("agreement", "top-1 agreement"),
-                               ("cosine", "cosine"), ("max_abs_diff", "max |dp|"), ("fully_integer", "full int"),
-                               ("reused", "reused")], title="Validation against the Keras model")
+    labels = [("target", "target"), ("variant", "variant"), ("weights", "weights"), ("size_mb", "size (MB)"),
+              ("seconds", "conversion (s)"), ("fully_integer", "full integer"), ("images", "validation images"),
+              ("agreement", "top-1 agreement with Keras"), ("cosine", "mean cosine of logits"),
+              ("max_rel_diff", "max relative logit difference"), ("reused", "reused existing artifact")]
+    shown = dict(row, agreement=f"{round(row['agreement'] * row['images'])}/{row['images']} ({row['agreement']:.1%})")
+    summary = [{"field": label, "value": shown[key]} for key, label in labels if shown.get(key) is not None]
+    for key, label in (("top1_keras", "top-1 Keras"), ("top1_artifact", "top-1 artifact")):
+        if key in val:
+            summary.append({"field": label, "value": val[key]})
+    report.print_table(summary, [("field", "field"), ("value", "value")], title="Validation against the Keras model")
     click.echo(f"artifact: {row['path']}")
     if json_path:
         report.write_json(json_path, [row], metadata=meta)
+
+
+@main.command(name="eval")
+@click.argument("artifact", required=False, type=click.Path(path_type=Path))
+@click.option("--variant", default=None, help="Evaluate this Keras variant instead of an artifact.")
+@click.option("--weights", default=None, help="With --variant: weights (default: the variant's first real weights).")
+@click.option("--images", type=click.Path(), default=None,
+              help="Labelled images: a folder (synset in the file name) or a label<TAB>path list. Default: the embedded photos (no labels: agreement only).")
+@click.option("--reference", type=click.Choice(["keras", "none"]), default="keras", show_default=True,
+              help="What an artifact is compared with: the Keras fp32 model of the same variant and weights.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images.")
+@click.option("--batch", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="Runtime threads (default: all cores).")
+@click.option("--show", type=click.IntRange(0), default=10, show_default=True, help="Disagreements to list.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
+def evaluate(artifact, variant, weights, images, reference, limit, batch, threads, show, json_path) -> None:
+    """Top-1/top-5 of an artifact (or a Keras variant), and its agreement with the fp32 reference."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from edgeeff import report
+    from edgeeff.data import Sample, bundled_photos, list_samples
+    from edgeeff.evaluate import score_pair
+    from edgeeff.labels import imagenet_classes
+    from edgeeff.preprocess import PreprocessCard
+
+    if (artifact is None) == (variant is None):
+        raise EdgeeffError("give an artifact folder or --variant (one of them)")
+    if artifact is not None:
+        from edgeeff.artifact import open_artifact, reference_model
+
+        meta, runner = open_artifact(artifact, threads)
+        name = f"{meta['variant']} {meta['target']}"
+        predict = runner.predict
+        resolution, card = meta["preprocessing"]["resolution"], PreprocessCard.from_dict(meta["preprocessing"])
+        ref_model = reference_model(meta) if reference == "keras" else None
+    else:
+        from edgeeff.api import build
+        from edgeeff.variants import resolve
+
+        v = resolve(variant)
+        model = build(v, weights=weights or default_weights(v), classifier_activation=None)
+        name = f"{v.name} keras ({model.edgeeff_weights.label})"
+        predict = lambda x: model.predict(x, verbose=0)  # noqa: E731
+        resolution, card, ref_model = v.resolution, model.edgeeff_weights.preprocessing, None
+    samples = list_samples(images) if images is not None else [Sample(p, None) for p in bundled_photos()]
+    samples = samples[:limit] if limit else samples
+    ref = (lambda x: ref_model.predict(x, verbose=0)) if ref_model is not None else None
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"evaluating {name}", total=len(samples))
+        result = score_pair(predict, ref, samples, resolution, card, batch, progress=lambda n: bar.update(task, advance=n))
+    row = {"model": name, "images": result["images"], "unreadable": result["unreadable"]}
+    for key in ("top1", "top5", "reference_top1", "top1_agreement", "mean_cosine", "mean_kl"):
+        if key in result:
+            row[key] = result[key]
+    if "top1_ci95" in result:
+        row["top1_ci95"] = "[{:.1%}, {:.1%}]".format(*result["top1_ci95"])
+    columns = [(k, h) for k, h in (("model", "model"), ("images", "images"), ("top1", "top-1"), ("top1_ci95", "top-1 95% CI"),
+                                   ("top5", "top-5"), ("reference_top1", "fp32 top-1"), ("top1_agreement", "agreement"),
+                                   ("mean_cosine", "cosine"), ("mean_kl", "KL"), ("unreadable", "unreadable")) if k in row]
+    report.print_table([row], columns, title="Accuracy")
+    classes = imagenet_classes()
+    dis = result.get("disagreements", [])
+    if dis and show:
+        rows = [{"file": d["file"], "artifact": classes[d["artifact"]][1], "reference": classes[d["reference"]][1]} for d in dis[:show]]
+        report.print_table(rows, [("file", "image"), ("artifact", "artifact says"), ("reference", "fp32 says")],
+                           title=f"{len(dis)} disagreement(s) with the fp32 reference" + (f" (first {show})" if len(dis) > show else ""))
+    if json_path:
+        per_image = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}
+        report.write_json(json_path, [row], details=per_image)
+
+
+@main.command()
+@click.option("--variant", default="lite0", show_default=True, help="Variant name or phi=X.")
+@click.option("--weights", default=None, help="Default: the variant's first real weights, else none.")
+@click.option("--targets", "target_names", default="all", show_default=True, help="Comma-separated targets, or all.")
+@click.option("--device", "device_name", default="cpu", show_default=True, help="cpu or gpu (see the device registry).")
+@click.option("--images", type=click.Path(), default=None, help="Labelled images for top-1 and agreement (validation set).")
+@click.option("--calibration", type=click.Path(), default=None, help="Calibration images for int8 targets (default: embedded photos).")
+@click.option("--out", type=click.Path(file_okay=False), default="edgeeff-out", show_default=True, help="Artifact folder (reused).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Runtime threads (default: all cores).")
+@click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True)
+@click.option("--rounds", type=click.IntRange(1, 100), default=3, show_default=True, help="Interleaved rounds (fresh process each).")
+@click.option("--warmup-runs", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--warmup-seconds", type=float, default=1.0, show_default=True)
+@click.option("--min-runs", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--min-seconds", type=float, default=3.0, show_default=True)
+@click.option("--openvino-precision", type=click.Choice(["f32", "default"]), default="f32", show_default=True,
+              help="OpenVINO INFERENCE_PRECISION_HINT: f32, or the plugin's default (bf16 on CPUs that have it).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Rows as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Rows as CSV.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Rows as a Markdown table.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Accuracy vs latency (Pareto) PNG.")
+def bench(variant, weights, target_names, device_name, images, calibration, out, threads, batch, rounds, warmup_runs, warmup_seconds,
+          min_runs, min_seconds, openvino_precision, seed, json_path, csv_path, markdown_path, plot_path) -> None:
+    """Latency, init time, memory and size of every target, measured side by side in fresh processes."""
+    from rich.console import Console
+
+    from edgeeff import bench as bench_lib
+    from edgeeff import fsio, report
+    from edgeeff.devices import get_device
+    from edgeeff.measure import Schedule
+    from edgeeff.targets.base import TARGETS, get_target
+    from edgeeff.variants import resolve
+
+    device = get_device(device_name)
+    device.check()
+    names = list(TARGETS) if target_names.strip().lower() == "all" else [get_target(t).name for t in target_names.split(",") if t.strip()]
+    if warmup_seconds < 0 or min_seconds < 0:
+        raise EdgeeffError("--warmup-seconds and --min-seconds must be >= 0")
+    for path in (json_path, csv_path, markdown_path, plot_path):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise EdgeeffError(f"cannot write {path}: its folder does not exist")
+    v = resolve(variant)
+    weights = weights or default_weights(v)
+    console = Console(stderr=True)
+    schedule = Schedule(warmup_runs, warmup_seconds, min_runs, min_seconds)
+    with step_progress(console) as say:
+        artifacts = bench_lib.ensure_artifacts(v.name, weights, names, Path(out), images, calibration, seed, say)
+        runs = bench_lib.measure_targets(artifacts, device.accelerator, threads, batch, rounds, schedule,
+                                         None if openvino_precision == "default" else openvino_precision, say)
+    rows = bench_lib.rows_from(artifacts, runs, device.name)
+    columns = [("target", "target"), ("top1", "top-1"), ("agreement", "agreement"), ("size_mb", "MB"), ("init_ms", "init ms"),
+               ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("speedup_vs_fp32", "x fp32"), ("executed_precision", "ran as"),
+               ("error", "error")]
+    if not any(r.get("top1") is not None for r in rows):
+        columns = [c for c in columns if c[0] != "top1"]
+    title = f"{v.name} ({weights}) on {device.name}, batch {batch}, {rounds} interleaved rounds"
+    report.print_table(rows, columns, title=title)
+    if json_path:
+        report.write_json(json_path, rows, variant=v.name, weights=weights, device=device.name, schedule=schedule.__dict__)
+    if csv_path:
+        fsio.write_text(csv_path, report.to_csv(rows))
+    if markdown_path:
+        fsio.write_text(markdown_path, f"{title}\n\n" + report.to_markdown(rows, columns))
+    if plot_path:
+        bench_lib.pareto_plot(rows, plot_path, title)
+    if any("error" in r for r in rows):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="edgeeff.toml, or pyproject.toml with [tool.edgeeff]. Default: ./edgeeff.toml, else ./pyproject.toml.")
+@click.option("--update-baseline", is_flag=True, help="Rewrite the baseline from this run (deliberately; atomic). Budget still applies.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows, failures and notes as JSON.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")
+def check(config_path: Path | None, update_baseline: bool, json_path: str | None, markdown_path: str | None) -> None:
+    """CI gate: fail (exit 1) when quantization costs more top-1 than the budget or the baseline allows."""
+    from rich.console import Console
+
+    from edgeeff import fsio, gate, report
+
+    if config_path is None:
+        config_path = Path("edgeeff.toml") if Path("edgeeff.toml").is_file() else Path("pyproject.toml")
+    config = gate.load_config(config_path)
+    baseline = None if update_baseline else gate.read_baseline(config.baseline)
+    console = Console(stderr=True)
+    with step_progress(console) as say:
+        result = gate.run_gate(config, baseline, progress=say)
+    failures, notes = gate.judge(config, result, baseline)
+    rows = [{**r, "drop_ci95": "[{:+.2f}, {:+.2f}]".format(*r["drop_ci95_points"])} for r in result["rows"]]
+    report.print_table(rows, [("variant", "variant"), ("target", "target"), ("images", "images"), ("fp32_top1", "fp32 top-1"),
+                              ("quantized_top1", "int8 top-1"), ("drop_points", "drop (pts)"), ("drop_ci95", "paired 95% CI"),
+                              ("mcnemar_p", "McNemar p"), ("agreement", "agreement"), ("baseline_drop_points", "baseline drop")],
+                       title="Quantization gate")
+    for note in notes:
+        console.print(f"[yellow]noise:[/] {note}")
+    if markdown_path:
+        fsio.write_text(markdown_path, gate.markdown(config, result, failures, notes))
+    if json_path:
+        report.write_json(json_path, result["rows"], failures=failures, notes=notes, data=result["data"], versions=result["versions"])
+    if update_baseline:
+        path = gate.write_baseline(config, result)
+        click.echo(f"baseline written: {path}")
+    if failures:
+        for failure in failures:
+            click.echo(f"edgeeff: check failed: {failure}", err=True)
+        sys.exit(1)
+    click.echo("gate passed")
 
 
 @main.command()

@@ -1,8 +1,9 @@
 """The target registry: one row per target, driving the CLI, validation and benchmarks.
 
 A backend module (``tflite``, ``onnx``, ``openvino``) provides two functions:
-``export(model, spec, dest, calibration, options) -> dict`` writes the artifact at ``dest`` and
-returns details for the metadata, and ``load(path, spec, threads) -> Runner``. Heavy imports live
+``export(model, spec, dest, calibration, options, saved_model=, progress=) -> dict`` writes the
+artifact at ``dest`` and returns details for the metadata (``progress(done, total)`` follows the
+calibration passes), and ``load(path, spec, threads) -> Runner``. Heavy imports live
 inside those modules; importing this registry is free.
 """
 
@@ -21,7 +22,8 @@ from edgeeff.errors import BackendMissingError, EdgeeffError, UnknownNameError
 
 
 class Runner(Protocol):
-    """A loaded artifact: float32 (N, H, W, 3) pixels in 0-255 in, class probabilities out."""
+    """A loaded artifact: float32 (N, H, W, 3) pixels in 0-255 in, float32 class logits out
+    (artifacts end before the softmax; see ``edgeeff.convert.OUTPUT``)."""
 
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -100,10 +102,10 @@ TARGETS: dict[str, TargetSpec] = {
         TargetSpec("tflite-dynamic", "tflite", "dynamic", ".tflite", _TFLITE, "tflite"),
         TargetSpec("tflite-int8", "tflite", "int8", ".tflite", _TFLITE, "tflite", ("io_dtype",)),
         TargetSpec("onnx-fp32", "onnx", "fp32", ".onnx", _ONNX, "onnx"),
-        TargetSpec("onnx-int8", "onnx", "int8", ".onnx", _ONNX, "onnx", ("calibration_method",)),
+        TargetSpec("onnx-int8", "onnx", "int8", ".onnx", _ONNX, "onnx", ("calibration_method", "quant_types")),
         TargetSpec("openvino-fp32", "openvino", "fp32", ".xml", _OV, "openvino"),
         TargetSpec("openvino-fp16", "openvino", "fp16", ".xml", _OV, "openvino"),
-        TargetSpec("openvino-int8", "openvino", "int8", ".xml", _OV + ("nncf",), "openvino", ("preset", "fast_bias_correction")),
+        TargetSpec("openvino-int8", "openvino", "int8", ".xml", _OV + ("nncf",), "openvino", ("preset", "fast_bias_correction", "overflow_fix")),
     )
 }
 

@@ -15,6 +15,18 @@ from edgeeff.targets.base import ArrayRunner, TargetSpec, versions
 OPSET = 17
 INPUT_NAME = "image"
 METHODS = ("minmax", "entropy", "percentile")
+# activation+weight integer types. u8s8 saturates on x86 CPUs without VNNI (the AVX2 kernel sums
+# two u8*s8 products in int16); s8s8 and u8u8 use kernels that do not. "-reduced" keeps 7-bit weights.
+TYPES = {
+    "s8s8": ("QInt8", "QInt8", False),
+    "u8s8": ("QUInt8", "QInt8", False),
+    "u8u8": ("QUInt8", "QUInt8", False),
+    "u8s8-reduced": ("QUInt8", "QInt8", True),
+}
+# Measured on an AVX2 CPU (benchmarks/results/onnx_int8_types.md): u8u8 avoids saturation but
+# runs 7x slower than fp32 (no fast kernel); u8s8 and s8s8 saturate without VNNI; u8s8 with 7-bit
+# weights neither saturates nor loses the int8 speed, so it is the default.
+DEFAULT_TYPES = "u8s8-reduced"
 
 
 def _to_onnx(model, dest: Path) -> None:
@@ -30,7 +42,20 @@ def _to_onnx(model, dest: Path) -> None:
         raise EdgeeffError(f"tf2onnx conversion failed: {str(exc).splitlines()[0][:200]}") from None
 
 
-def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict | None = None, saved_model: Path | None = None) -> dict:
+def preprocessing_nodes(path: Path) -> list[str]:
+    """The in-graph preprocessing (x * 1/std - mean/std on the full-resolution input) stays in float:
+    quantized, onnxruntime runs it as a slow broadcasting QLinearMul/QLinearAdd (a fifth of the int8
+    model's time, measured) and rounds the normalised pixels; in float it is exact and cheap."""
+    import onnx
+
+    from edgeeff.builder import PREPROCESS_LAYER
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [n.name for n in graph.node if f"/{PREPROCESS_LAYER}" in n.name or n.name.startswith(PREPROCESS_LAYER)]
+
+
+def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict | None = None, saved_model: Path | None = None,
+           progress=None) -> dict:
     options = options or {}
     if spec.precision == "fp32":
         _to_onnx(model, dest)
@@ -43,28 +68,37 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
     method = options.get("calibration_method") or "minmax"
     if method not in METHODS:
         raise EdgeeffError(f"--calibration-method must be one of {', '.join(METHODS)}, got {method!r}")
+    types = options.get("quant_types") or DEFAULT_TYPES
+    if types not in TYPES:
+        raise EdgeeffError(f"--quant-types must be one of {', '.join(TYPES)}, got {types!r}")
+    activation, weight, reduce_range = TYPES[types]
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         pre = Path(tmp) / "pre.onnx"
         _to_onnx(model, fp32)
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        float_nodes = preprocessing_nodes(pre)
         quantize_static(
             str(pre),
             str(dest),
-            ort_reader(calibration, INPUT_NAME, options.get("progress")),
+            ort_reader(calibration, INPUT_NAME, progress),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            activation_type=getattr(QuantType, activation),
+            weight_type=getattr(QuantType, weight),
+            reduce_range=reduce_range,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[method],
+            nodes_to_exclude=float_nodes,
             extra_options={"CalibMovingAverage": False},
         )
     return {
         "opset": OPSET,
         "quant_format": "QDQ",
-        "activations": "uint8 (asymmetric)",
-        "weights": "int8 per-channel",
+        "quant_types": types,
+        "float_nodes": float_nodes,
+        "activations": f"{activation} (asymmetric)",
+        "weights": f"{weight} per-channel" + (" (7-bit range)" if reduce_range else ""),
         "calibration_method": method,
         "converter": versions("tf2onnx", "onnx"),
         "runtime": versions("onnxruntime|onnxruntime-gpu"),
@@ -98,5 +132,16 @@ class OnnxRunner(ArrayRunner):
         }
 
 
-def load(path: Path, spec: TargetSpec, threads: int | None = None) -> OnnxRunner:
-    return OnnxRunner(Path(path), threads)
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "gpu": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def load(path: Path, spec: TargetSpec, threads: int | None = None, device: str = "cpu", precision: str | None = None) -> OnnxRunner:
+    """``device`` "gpu" asks for the CUDA execution provider; nodes it cannot take fall back to the
+    CPU provider, and ``describe()`` lists the providers the session really holds."""
+    import onnxruntime as ort
+
+    if device not in PROVIDERS:
+        raise EdgeeffError(f"onnxruntime has no device {device!r} here; choose {', '.join(PROVIDERS)}")
+    if device == "gpu" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise EdgeeffError("onnxruntime has no CUDA execution provider here (no GPU, or the CPU build): pip install onnxruntime-gpu on a CUDA machine")
+    return OnnxRunner(Path(path), threads, providers=PROVIDERS[device])

@@ -13,9 +13,15 @@ from edgeeff.errors import EdgeeffError
 from edgeeff.targets.base import ArrayRunner, TargetSpec, versions
 
 PRESETS = ("performance", "mixed")
+# NNCF's overflow fix keeps weights to 7 bits so int8 kernels cannot saturate on CPUs without VNNI
+# (AVX2 sums two u8*s8 products in int16). NNCF's own default fixes the first layer only; measured
+# on an AVX2 CPU that costs Lite0 7 points of agreement (benchmarks/results/calibration_sweep.md),
+# and an artifact may run on any CPU, so the default here fixes every layer.
+OVERFLOW_FIX = ("enable", "first_layer_only", "disable")
 
 
-def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict | None = None, saved_model: Path | None = None) -> dict:
+def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict | None = None, saved_model: Path | None = None,
+           progress=None) -> dict:
     import openvino as ov
 
     options = options or {}
@@ -34,16 +40,20 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
         preset_name = options.get("preset") or "performance"
         if preset_name not in PRESETS:
             raise EdgeeffError(f"--preset must be one of {', '.join(PRESETS)}, got {preset_name!r}")
+        overflow_fix = options.get("overflow_fix") or "enable"
+        if overflow_fix not in OVERFLOW_FIX:
+            raise EdgeeffError(f"--overflow-fix must be one of {', '.join(OVERFLOW_FIX)}, got {overflow_fix!r}")
         fast = options.get("fast_bias_correction")
         fast = True if fast is None else bool(fast)
         ov_model = nncf.quantize(
             ov_model,
-            nncf_dataset(calibration),
+            nncf_dataset(calibration, progress),
             preset=nncf.QuantizationPreset.PERFORMANCE if preset_name == "performance" else nncf.QuantizationPreset.MIXED,
             subset_size=len(calibration),
             fast_bias_correction=fast,
+            advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix(overflow_fix)),
         )
-        details.update({"preset": preset_name, "fast_bias_correction": fast, "quantizer": versions("nncf")})
+        details.update({"preset": preset_name, "fast_bias_correction": fast, "overflow_fix": overflow_fix, "quantizer": versions("nncf")})
     ov.save_model(ov_model, str(dest), compress_to_fp16=spec.precision == "fp16")
     return details
 
@@ -79,5 +89,13 @@ class OpenVINORunner(ArrayRunner):
         }
 
 
-def load(path: Path, spec: TargetSpec, threads: int | None = None) -> OpenVINORunner:
-    return OpenVINORunner(Path(path), threads or os.cpu_count())
+def load(path: Path, spec: TargetSpec, threads: int | None = None, device: str = "cpu", precision: str | None = "f32") -> OpenVINORunner:
+    """``device``: "cpu", "gpu" (OpenVINO's GPU plugin) or "npu". ``precision`` is the
+    INFERENCE_PRECISION_HINT: "f32" (default, so fp32 means fp32), or None for the plugin's own
+    choice (bf16 on CPUs with AVX512-BF16/AMX)."""
+    import openvino as ov
+
+    plugin = device.upper()
+    if plugin != "CPU" and plugin not in ov.Core().available_devices:
+        raise EdgeeffError(f"OpenVINO has no {plugin} device here (available: {', '.join(ov.Core().available_devices)})")
+    return OpenVINORunner(Path(path), threads or (os.cpu_count() if plugin == "CPU" else None), device=plugin, precision_hint=precision)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeeff.errors import EdgeeffError
+from edgeeff.quiet import native_stderr_muted
 from edgeeff.targets.base import ArrayRunner, TargetSpec, versions
 
 
@@ -23,7 +24,8 @@ def _interpreter_class():
         return Interpreter, "tflite-runtime"
 
 
-def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict | None = None, saved_model: Path | None = None) -> dict:
+def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict | None = None, saved_model: Path | None = None,
+           progress=None) -> dict:
     import tensorflow as tf
 
     options = options or {}
@@ -38,12 +40,13 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
 
         io_dtype = {"int8": tf.int8, "uint8": tf.uint8}[options.get("io_dtype") or "int8"]
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = tflite_representative_dataset(calibration, options.get("progress"))
+        converter.representative_dataset = tflite_representative_dataset(calibration, progress)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = io_dtype
         converter.inference_output_type = io_dtype
     try:
-        flat = converter.convert()
+        with native_stderr_muted():
+            flat = converter.convert()
     except Exception as exc:
         raise EdgeeffError(f"TFLite conversion failed: {str(exc).splitlines()[0][:200]}") from None
     dest.write_bytes(flat)
@@ -57,7 +60,8 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
 def float_ops(path: Path) -> list[str]:
     """Ops that still compute in float (by their output tensors' dtype): empty means full-integer."""
     Interpreter, _ = _interpreter_class()
-    interp = Interpreter(model_path=str(path))
+    with native_stderr_muted():
+        interp = Interpreter(model_path=str(path))
     dtypes = {t["index"]: t["dtype"] for t in interp.get_tensor_details()}
     floats = []
     for op in interp._get_ops_details():  # the interpreter's own op table; no public equivalent
@@ -70,7 +74,8 @@ class TFLiteRunner(ArrayRunner):
     def __init__(self, path: Path, threads: int | None = None) -> None:
         Interpreter, self.runtime = _interpreter_class()
         try:
-            self.interp = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+            with native_stderr_muted():
+                self.interp = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
         except (ValueError, RuntimeError) as exc:
             raise EdgeeffError(f"cannot load {path.name} as a TFLite model: {str(exc).splitlines()[0][:160]}") from None
         self.input = self.interp.get_input_details()[0]
@@ -82,7 +87,8 @@ class TFLiteRunner(ArrayRunner):
             shape = list(self.input["shape"])
             shape[0] = n
             self.interp.resize_tensor_input(self.input["index"], shape)
-            self.interp.allocate_tensors()
+            with native_stderr_muted():  # the XNNPACK delegate announces itself here
+                self.interp.allocate_tensors()
             self._batch = n
 
     def prepare(self, batch: np.ndarray) -> np.ndarray:
@@ -114,5 +120,8 @@ class TFLiteRunner(ArrayRunner):
         return {"runtime": self.runtime, "input": info(self.input), "output": info(self.output)}
 
 
-def load(path: Path, spec: TargetSpec, threads: int | None = None) -> TFLiteRunner:
+def load(path: Path, spec: TargetSpec, threads: int | None = None, device: str = "cpu", precision: str | None = None) -> TFLiteRunner:
+    """``device``: only "cpu"; the pip builds of LiteRT for desktop Linux ship no GPU delegate."""
+    if device != "cpu":
+        raise EdgeeffError(f"TFLite targets run on the CPU here: ai-edge-litert's desktop wheels have no {device.upper()} delegate")
     return TFLiteRunner(Path(path), threads)

@@ -1,0 +1,58 @@
+"""`edgeeff bench`: real runtimes in fresh processes, rows as data, failures kept as rows.
+
+No timing is asserted (machines are noisy); the tests check that the measurement happened, that
+every rendering carries the same rows, and that failures are reported, not fatal."""
+
+import csv
+import json
+
+from conftest import assert_one_line_error, run_cli
+from edgeeff.measure import Schedule, time_invocations
+
+TINY = "lite0:width=0.25,depth=0.25,resolution=64"
+QUICK = ["--rounds", "1", "--warmup-runs", "2", "--warmup-seconds", "0", "--min-runs", "5", "--min-seconds", "0"]
+
+
+def test_schedule_runs_at_least_the_minimums():
+    calls = []
+    stats = time_invocations(lambda: calls.append(1), Schedule(warmup_runs=3, warmup_seconds=0, min_runs=7, min_seconds=0))
+    assert stats["warmup_runs"] == 3 and stats["runs"] == 7 and len(calls) == 10
+    assert stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"] <= stats["p99_ms"] <= stats["max_ms"]
+
+
+def test_bench_measures_targets_and_renders_the_same_rows(tmp_path):
+    out = tmp_path / "artifacts"
+    files = {k: tmp_path / f"bench.{k}" for k in ("json", "csv", "md", "png")}
+    done = run_cli("bench", "--variant", TINY, "--weights", "none", "--targets", "onnx-fp32,tflite-fp32,openvino-fp32",
+                   "--out", str(out), *QUICK, "--json", str(files["json"]), "--csv", str(files["csv"]),
+                   "--markdown", str(files["md"]), "--plot", str(files["png"]))
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(files["json"].read_text())["rows"]
+    assert [r["target"] for r in rows] == ["onnx-fp32", "tflite-fp32", "openvino-fp32"]
+    for row in rows:
+        assert row["median_ms"] > 0 and row["init_ms"] > 0 and row["peak_rss_mb"] > 50 and row["rounds"] == 1
+        assert row["size_mb"] > 0 and row["agreement"] == 1.0 and row["speedup_vs_fp32"] == 1.0
+    assert next(r for r in rows if r["target"] == "openvino-fp32")["executed_precision"] == "f32"
+    assert [r["target"] for r in csv.DictReader(files["csv"].open())] == [r["target"] for r in rows]
+    assert all(r["target"] in files["md"].read_text() for r in rows)
+    assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_broken_artifact_keeps_its_row(tmp_path):
+    out = tmp_path / "artifacts"
+    first = run_cli("bench", "--variant", TINY, "--weights", "none", "--targets", "onnx-fp32,tflite-fp32", "--out", str(out), *QUICK)
+    assert first.returncode == 0, first.stderr[-2000:]
+    model = next(out.glob("*onnx-fp32/model.onnx"))
+    model.write_bytes(model.read_bytes()[:1000])  # truncated on disk after conversion
+    report = tmp_path / "rows.json"
+    done = run_cli("bench", "--variant", TINY, "--weights", "none", "--targets", "onnx-fp32,tflite-fp32", "--out", str(out), *QUICK,
+                   "--json", str(report))
+    assert done.returncode == 1
+    rows = {r["target"]: r for r in json.loads(report.read_text())["rows"]}
+    assert "cannot load" in rows["onnx-fp32"]["error"] and rows["tflite-fp32"]["median_ms"] > 0
+
+
+def test_bench_bad_input():
+    assert_one_line_error(run_cli("bench", "--variant", TINY, "--device", "gpu"), "no GPU here")
+    assert_one_line_error(run_cli("bench", "--variant", TINY, "--device", "rpi4"), "unknown device")
+    assert_one_line_error(run_cli("bench", "--variant", TINY, "--targets", "onnx-fp33"), "did you mean 'onnx-fp32'")
