@@ -79,6 +79,8 @@ def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: s
             "throughput_ips": med("throughput_ips"), "init_ms": med("init_ms"), "first_inference_ms": med("first_inference_ms"),
             "peak_rss_mb": med("peak_rss_mb"), "batch": last["batch"], "threads": last["threads"],
             "runtime": last["runner"].get("runtime"),
+            "versions": last.get("versions"),
+            "cpu": last.get("cpu"),
             "executed_on": last["runner"].get("execution_devices") or last["runner"].get("providers") or device,
             "executed_precision": last["runner"].get("inference_precision") or meta["precision"],
         })

@@ -40,9 +40,12 @@ def fail(message: str, code: int = 2) -> None:
 class Group(click.Group):
     """Turns project errors into one line and an exit code."""
 
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in ("targets", "split", "devices"):
+            quiet_tensorflow_import()  # before the command imports it, so its start-up lines stay muted
+        return super().resolve_command(ctx, args)
+
     def invoke(self, ctx):
-        if ctx.protected_args and ctx.protected_args[0] not in ("targets", "split", "devices"):
-            quiet_tensorflow_import()
         try:
             return super().invoke(ctx)
         except EdgeeffError as exc:

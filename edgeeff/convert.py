@@ -82,10 +82,14 @@ def validation_samples(images: str | Path | None, calibration_samples: Sequence[
     return rest or [Sample(p, None) for p in bundled_photos()]
 
 
-def validate(runner, model, spec: TargetSpec, samples: Sequence[Sample], resolution: int, card, limit: int = 1000) -> dict:
+def validate(runner, model, spec: TargetSpec, samples: Sequence[Sample], resolution: int, card, limit: int = 1000,
+             trained: bool = True) -> dict:
     """Compare the artifact with the Keras model on real images; returns figures and failures.
 
-    Labelled images also give both models' top-1/top-5, scored on the same images.
+    Labelled images also give both models' top-1/top-5, scored on the same images. Agreement is
+    gated only for trained weights: a randomly initialised network's top-1 is a near-tie on every
+    image (measured: B0 tflite-int8 at 85% agreement with a logit cosine of 0.99), so for it the
+    output difference (cosine) is the check.
     """
     from edgeeff.evaluate import batches
 
@@ -111,7 +115,7 @@ def validate(runner, model, spec: TargetSpec, samples: Sequence[Sample], resolut
     tolerance = {"fp32": FP32_TOLERANCE, "fp16": FP16_TOLERANCE}.get(spec.precision)
     if tolerance is not None and rel > tolerance:
         failures.append(f"max |logit - logit_keras| / max |logit_keras| = {rel:.2e} > {tolerance:g}")
-    if spec.quantized and len(ref_all) >= AGREEMENT_GATE_MIN_IMAGES and agreement < MIN_AGREEMENT:
+    if spec.quantized and trained and len(ref_all) >= AGREEMENT_GATE_MIN_IMAGES and agreement < MIN_AGREEMENT:
         failures.append(f"top-1 agreement {agreement:.3f} < {MIN_AGREEMENT}")
     if spec.quantized and cos < MIN_COSINE:
         failures.append(f"mean cosine of logits {cos:.3f} < {MIN_COSINE}")
@@ -216,7 +220,7 @@ def convert(
         say("validating against Keras")
         runner = module.load(artifact, spec, threads=None)
         vsamples = eval_samples or validation_samples(None, calib.samples if calib else ())
-        figures = validate(runner, model, spec, vsamples, v.resolution, card)
+        figures = validate(runner, model, spec, vsamples, v.resolution, card, trained=choice.label != "none")
         if spec.precision == "int8" and details.get("fully_integer") is False:
             figures["failures"].append(f"{len(details['float_ops'])} op(s) left in float: {', '.join(details['float_ops'][:3])}")
         files = sorted(p for p in staging.iterdir() if p.is_file())

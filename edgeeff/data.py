@@ -74,8 +74,8 @@ def list_samples(source: str | Path) -> list[Sample]:
         if not path.is_absolute():
             path = source.parent / path
         label_text = label_text.strip()
-        label = index.get(label_text)
-        if label is None:
+        label = None if label_text == "-" else index.get(label_text)  # "-": unlabelled (calibration lists)
+        if label is None and label_text != "-":
             if not label_text.isdigit() or not 0 <= int(label_text) < len(index):
                 raise DataError(f"{source}:{number}: label {label_text!r} is neither a synset nor a class index 0-999")
             label = int(label_text)

@@ -3,10 +3,9 @@ entries from ``devices.toml`` beside these two local ones."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
-from edgeeff.errors import EdgeeffError, UnknownNameError
+from edgeeff.errors import EdgeeffError, lookup
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,4 @@ DEVICES: dict[str, Device] = {
 
 
 def get_device(name: str) -> Device:
-    key = name.strip().lower()
-    if key not in DEVICES:
-        close = difflib.get_close_matches(key, list(DEVICES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownNameError(f"unknown device {name!r}.{hint} Known: {', '.join(DEVICES)}")
-    return DEVICES[key]
+    return lookup(DEVICES, name, "device")

@@ -37,3 +37,15 @@ class ValidationError(EdgeeffError):
     def __init__(self, message: str, failures: list[str] | None = None) -> None:
         super().__init__(message)
         self.failures = failures or []
+
+
+def lookup(table: dict, name: str, what: str):
+    """``table[name]`` for a registry (targets, devices), or one line with the nearest name."""
+    import difflib
+
+    key = name.strip().lower()
+    if key not in table:
+        close = difflib.get_close_matches(key, list(table), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownNameError(f"unknown {what} {name!r}.{hint} Valid: {', '.join(table)}")
+    return table[key]

@@ -58,31 +58,16 @@ def topk_accuracy(
 ) -> dict:
     """Top-1/top-5 over labelled samples, with a 95 % Wilson interval for top-1."""
     labelled = [s for s in samples if s.label is not None]
-    top1 = top5 = seen = 0
-    skipped: list[tuple[str, str]] = []
-    predictions: list[int] = []
-    for chunk, images, bad in batches(labelled, resolution, card, batch):
-        skipped += [(str(s.path), e) for s, e in bad]
-        if images is not None:
-            scores = np.asarray(predict(images))
-            order = np.argsort(-scores, axis=1)[:, :5]
-            labels = np.array([s.label for s in chunk])
-            top1 += int((order[:, 0] == labels).sum())
-            top5 += int((order == labels[:, None]).any(axis=1).sum())
-            seen += len(chunk)
-            predictions += order[:, 0].tolist()
-        if progress:
-            progress(len(chunk) + len(bad))
-    low, high = wilson_interval(top1, seen)
+    result = score_pair(predict, None, labelled, resolution, card, batch, progress)
     return {
-        "images": seen,
+        "images": result["images"],
         "unlabelled": len(samples) - len(labelled),
-        "unreadable": len(skipped),
-        "top1": top1 / seen if seen else None,
-        "top5": top5 / seen if seen else None,
-        "top1_ci95": [low, high],
-        "predictions": predictions,
-        "skipped": skipped,
+        "unreadable": result["unreadable"],
+        "top1": result.get("top1"),
+        "top5": result.get("top5"),
+        "top1_ci95": result.get("top1_ci95"),
+        "predictions": result["predicted"],
+        "skipped": result["skipped"],
     }
 
 

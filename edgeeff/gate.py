@@ -181,7 +181,8 @@ def run_gate(config: GateConfig, baseline: dict | None = None, progress: Callabl
             say(f"{check.variant} {target}: converting")
             meta = convert(check.variant, target, weights=check.weights, out=config.cache / "artifacts", calibration=calib_list,
                            calibration_count=config.calibration_count, seed=config.seed, images=eval_list, require_valid=False)
-            meta, runner = open_artifact(meta["path"], threads=config.threads)
+            folder = meta["path"]
+            meta, runner = open_artifact(folder, threads=config.threads)
             if reference is None:
                 say(f"{check.variant}: building the fp32 reference")
                 reference = reference_model(meta)
@@ -200,7 +201,7 @@ def run_gate(config: GateConfig, baseline: dict | None = None, progress: Callabl
                 "drop_points": drop["drop_points"], "drop_ci95_points": drop["ci95_points"], "mcnemar_p": drop["mcnemar_p"],
                 "only_fp32_right": drop["only_reference_right"], "only_quantized_right": drop["only_artifact_right"],
                 "agreement": float(agree.mean()), "smallest_step_points": drop["smallest_step_points"],
-                "conversion_failures": meta["validation"].get("failures", []), "artifact": meta["path"],
+                "conversion_failures": meta["validation"].get("failures", []), "artifact": folder,
             })
     return {
         "rows": rows,

@@ -70,7 +70,8 @@ def peak_rss_mb() -> float:
 def measure_artifact(folder: str | Path, threads: int | None = None, batch: int = 1, schedule: Schedule = Schedule(), seed: int = 0,
                      device: str = "cpu", precision: str | None = "f32") -> dict:
     """Load a converted artifact (its folder with ``edgeeff.json``) and measure it in this process."""
-    from edgeeff.targets.base import get_target
+    from edgeeff.report import cpu_model
+    from edgeeff.targets.base import get_target, versions
 
     folder = Path(folder)
     meta = json.loads((folder / "edgeeff.json").read_text())
@@ -101,6 +102,8 @@ def measure_artifact(folder: str | Path, threads: int | None = None, batch: int 
         "rss_before_load_mb": rss_before,
         "size_bytes": meta["size_bytes"],
         "runner": runner.describe(),
+        "versions": versions(*spec.packages),
+        "cpu": cpu_model(),
     }
 
 

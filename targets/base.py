@@ -10,7 +10,6 @@ inside those modules; importing this registry is free.
 from __future__ import annotations
 
 import abc
-import difflib
 import importlib
 import importlib.metadata
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgeeff.errors import BackendMissingError, EdgeeffError, UnknownNameError
+from edgeeff.errors import BackendMissingError, EdgeeffError, lookup
 
 
 class Runner(Protocol):
@@ -115,12 +114,7 @@ def list_targets() -> list[str]:
 
 
 def get_target(name: str) -> TargetSpec:
-    key = name.strip().lower()
-    if key not in TARGETS:
-        close = difflib.get_close_matches(key, list(TARGETS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownNameError(f"unknown target {name!r}.{hint} Valid: {', '.join(TARGETS)}")
-    return TARGETS[key]
+    return lookup(TARGETS, name, "target")
 
 
 def check_options(spec: TargetSpec, options: dict) -> None:

@@ -58,6 +58,11 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
     return details
 
 
+def _type_name(value) -> str:
+    """OpenVINO element types print as "<Type: 'float32'>"; their short names are what users set."""
+    return value.to_string() if hasattr(value, "to_string") else str(value)
+
+
 class OpenVINORunner(ArrayRunner):
     def __init__(self, path: Path, threads: int | None = None, device: str = "CPU", precision_hint: str | None = "f32") -> None:
         import openvino as ov
@@ -83,7 +88,7 @@ class OpenVINORunner(ArrayRunner):
             "runtime": "openvino",
             "device": self.device,
             "execution_devices": list(self.compiled.get_property("EXECUTION_DEVICES")),
-            "inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "inference_precision": _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
             "input": {"name": self.compiled.inputs[0].get_any_name(), "shape": str(self.compiled.inputs[0].get_partial_shape())},
             "output": {"name": self.compiled.outputs[0].get_any_name(), "shape": str(self.compiled.outputs[0].get_partial_shape())},
         }
