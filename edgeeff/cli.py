@@ -398,11 +398,13 @@ def check(config_path: Path | None, update_baseline: bool, json_path: str | None
     with step_progress(console) as say:
         result = gate.run_gate(config, baseline, progress=say)
     failures, notes = gate.judge(config, result, baseline)
-    rows = [{**r, "drop_ci95": "[{:+.2f}, {:+.2f}]".format(*r["drop_ci95_points"])} for r in result["rows"]]
-    report.print_table(rows, [("variant", "variant"), ("target", "target"), ("images", "images"), ("fp32_top1", "fp32 top-1"),
-                              ("quantized_top1", "int8 top-1"), ("drop_points", "drop (pts)"), ("drop_ci95", "paired 95% CI"),
-                              ("mcnemar_p", "McNemar p"), ("agreement", "agreement"), ("baseline_drop_points", "baseline drop")],
-                       title="Quantization gate")
+    rows = [{"pair": f"{r['variant']} {r['target']}", "top1": f"{r['fp32_top1']:.1%} -> {r['quantized_top1']:.1%}",
+             "drop": f"{r['drop_points']:+.2f}", "ci": "[{:+.2f}, {:+.2f}]".format(*r["drop_ci95_points"]),
+             "p": f"{r['mcnemar_p']:.2f}", "agreement": f"{r['agreement']:.1%}",
+             "baseline": "-" if r.get("baseline_drop_points") is None else f"{r['baseline_drop_points']:+.2f}"} for r in result["rows"]]
+    report.print_table(rows, [("pair", "variant target"), ("top1", "top-1 fp32 -> int8"), ("drop", "drop pts"),
+                              ("ci", "paired 95% CI"), ("p", "McNemar p"), ("agreement", "agree"), ("baseline", "baseline drop")],
+                       title=f"Quantization gate ({len(result['rows'])} pairs, {result['rows'][0]['images'] if result['rows'] else 0} images)")
     for note in notes:
         console.print(f"[yellow]noise:[/] {note}")
     if markdown_path:
