@@ -46,9 +46,9 @@ def litert_benchmark(model: Path, threads: int, runs: int) -> float:
         if not result.is_file():
             raise RuntimeError(f"litert-benchmark failed: {out.stderr[-500:]}")
         data = json.loads(result.read_text())
-    for key in ("latency_median_ms", "median_ms", "inference_latency_median_ms"):
-        if key in data:
-            return float(data[key])
+    latency = data.get("latency", {})
+    if "median_ms" in latency:
+        return float(latency["median_ms"])
     flat = json.dumps(data)
     raise RuntimeError(f"litert-benchmark result has no median: {flat[:400]}")
 

@@ -30,8 +30,9 @@ class Runner(Protocol):
 
 
 class ArrayRunner(abc.ABC):
-    """Shared shape of the runners: ``prepare`` (outside any timed region), ``invoke`` (the runtime's
-    own call, the only thing a latency measurement times), ``finish``. Float in, float out by default."""
+    """Shared shape of the runners: ``prepare`` (outside any timed region; it may bind the input to
+    the runtime, as the runtimes' own benchmark tools do), ``invoke`` (the runtime's own call on the
+    last prepared batch, the only thing a latency measurement times), ``finish``."""
 
     def prepare(self, batch: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(batch, dtype=np.float32)

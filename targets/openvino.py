@@ -80,8 +80,21 @@ class OpenVINORunner(ArrayRunner):
         self.request = self.compiled.create_infer_request()
         self.device = device
 
+    def prepare(self, batch: np.ndarray) -> np.ndarray:
+        """Bind the batch to the request's input without a copy (as benchmark_app does)."""
+        import openvino as ov
+
+        prepared = np.ascontiguousarray(batch, dtype=np.float32)
+        self.request.set_input_tensor(ov.Tensor(prepared, shared_memory=True))
+        self._bound = prepared  # keep the shared buffer alive while it is bound
+        return prepared
+
     def invoke(self, prepared: np.ndarray) -> np.ndarray:
-        return self.request.infer({0: prepared})[self.compiled.outputs[0]]
+        self.request.infer()
+        return self.request.get_output_tensor(0).data
+
+    def finish(self, raw: np.ndarray) -> np.ndarray:
+        return np.array(raw, dtype=np.float32, copy=True)  # the output buffer is reused by the next infer
 
     def describe(self) -> dict:
         return {

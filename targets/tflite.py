@@ -92,17 +92,20 @@ class TFLiteRunner(ArrayRunner):
             self._batch = n
 
     def prepare(self, batch: np.ndarray) -> np.ndarray:
-        """Float pixels to the model's input dtype (quantized with its scale/zero point)."""
+        """Float pixels to the model's input dtype (quantized with its scale/zero point), bound to
+        the interpreter's input tensor."""
         self._resize(len(batch))
         dtype = self.input["dtype"]
         if dtype in (np.int8, np.uint8):
             scale, zero = self.input["quantization"]
             info = np.iinfo(dtype)
-            return np.clip(np.round(batch / scale + zero), info.min, info.max).astype(dtype)
-        return batch.astype(dtype)
+            prepared = np.clip(np.round(batch / scale + zero), info.min, info.max).astype(dtype)
+        else:
+            prepared = batch.astype(dtype)
+        self.interp.set_tensor(self.input["index"], prepared)
+        return prepared
 
     def invoke(self, prepared: np.ndarray) -> np.ndarray:
-        self.interp.set_tensor(self.input["index"], prepared)
         self.interp.invoke()
         return self.interp.get_tensor(self.output["index"])
 
