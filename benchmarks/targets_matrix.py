@@ -68,20 +68,16 @@ def main() -> None:
     import numpy as np
 
     from edgeeff import fsio
-    from edgeeff.data import list_samples, split
-    from edgeeff.labels import imagenet_classes
+    from edgeeff.bench import add_speedups
+    from edgeeff.data import list_samples, split, write_list
     from edgeeff.measure import Schedule, measure_in_subprocess
     from edgeeff.report import environment
     from edgeeff.targets.base import TARGETS, versions
 
     targets = list(TARGETS) if args.targets == "all" else args.targets.split(",")
     work = Path(tempfile.mkdtemp(prefix="edgeeff-matrix-"))
-    classes = imagenet_classes()
     calib, evaluation = split(list_samples(args.images), 0.4, 0)
-    lists = {}
-    for name, part in (("calib", calib), ("eval", evaluation)):
-        lists[name] = work / f"{name}.txt"
-        lists[name].write_text("".join(f"{classes[s.label][0]}\t{s.path}\n" for s in part))
+    lists = {name: write_list(part, work / f"{name}.txt") for name, part in (("calib", calib), ("eval", evaluation))}
 
     rows = []
     for target in targets:
@@ -108,11 +104,7 @@ def main() -> None:
             row["runner"] = good[-1]["runner"]
         elif runs:
             row["error"] = runs[-1]["error"]
-    by_target = {r["target"]: r for r in rows}
-    for row in rows:
-        base = by_target.get(row["target"].rsplit("-", 1)[0] + "-fp32")
-        if base and base.get("median_ms") and row.get("median_ms"):
-            row["speedup_vs_fp32"] = base["median_ms"] / row["median_ms"]
+    add_speedups(rows)
 
     stem = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"targets_{args.variant.replace(':', '_')}"
     report = {"variant": args.variant, "weights": args.weights, "calibration_images": len(calib), "evaluation_images": len(evaluation),

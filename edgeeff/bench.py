@@ -85,6 +85,11 @@ def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: s
             "executed_precision": last["runner"].get("inference_precision") or meta["precision"],
         })
         rows.append(row)
+    return add_speedups(rows)
+
+
+def add_speedups(rows: list[dict]) -> list[dict]:
+    """``speedup_vs_fp32``: the median latency of the same backend's fp32 target over this one's."""
     by_target = {r["target"]: r for r in rows}
     for row in rows:
         base = by_target.get(row["target"].rsplit("-", 1)[0] + "-fp32")

@@ -429,15 +429,11 @@ def check(config_path: Path | None, update_baseline: bool, json_path: str | None
 @click.option("--second", "second_path", type=click.Path(dir_okay=False), required=True, help="List file for the rest (e.g. evaluation).")
 def split(source: Path, fraction: float, seed: int, first_path: str, second_path: str) -> None:
     """Split a labelled image folder into two disjoint label<TAB>path lists (seeded, stable)."""
-    from edgeeff import fsio
-    from edgeeff.data import split as split_samples, list_samples
-    from edgeeff.labels import imagenet_classes
+    from edgeeff.data import list_samples, split as split_samples, write_list
 
-    classes = imagenet_classes()
     a, b = split_samples(list_samples(source), fraction, seed)
     for path, part in ((first_path, a), (second_path, b)):
-        lines = [f"{classes[s.label][0] if s.label is not None else '-'}\t{s.path.resolve()}" for s in part]
-        fsio.write_text(path, "\n".join(lines) + "\n")
+        write_list(part, path)
     click.echo(f"{len(a)} -> {first_path}, {len(b)} -> {second_path}")
 
 

@@ -85,6 +85,16 @@ def list_samples(source: str | Path) -> list[Sample]:
     return sorted(samples, key=lambda s: str(s.path))
 
 
+def write_list(samples: list[Sample], path: str | Path) -> Path:
+    """Write ``label<TAB>path`` lines that :func:`list_samples` reads back (synset labels, ``-`` for
+    none, absolute paths), atomically."""
+    from edgeeff import fsio
+    from edgeeff.labels import imagenet_classes
+
+    classes = imagenet_classes()
+    return fsio.write_text(path, "".join(f"{classes[s.label][0] if s.label is not None else '-'}\t{s.path.resolve()}\n" for s in samples))
+
+
 def split(samples: list[Sample], fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     """Deterministic disjoint split by a seeded hash of each file name (stable when files are added).
 

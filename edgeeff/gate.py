@@ -127,15 +127,6 @@ def _manifest(samples) -> dict:
     return {"images": len(samples), "sha256": digest.hexdigest()}
 
 
-def _write_list(samples, path: Path) -> Path:
-    from edgeeff import fsio
-    from edgeeff.labels import imagenet_classes
-
-    classes = imagenet_classes()
-    fsio.write_text(path, "".join(f"{classes[s.label][0] if s.label is not None else '-'}\t{s.path.resolve()}\n" for s in samples))
-    return path
-
-
 def check_baseline(config: GateConfig, baseline: dict, evaluation_manifest: dict) -> None:
     """Before any work: the baseline must be for these evaluation images and hold every pair."""
     if baseline.get("data", {}).get("evaluation") != evaluation_manifest:
@@ -145,7 +136,7 @@ def check_baseline(config: GateConfig, baseline: dict, evaluation_manifest: dict
     held = baseline.get("rows", {})
     for check in config.checks:
         for target in check.targets:
-            key = f"{check.variant}|{check.weights}|{target}"
+            key = _key(check.variant, check.weights, target)
             if key not in held:
                 raise GateConfigError(f"the baseline {config.baseline} has no entry for {key} (it holds {', '.join(sorted(held)) or 'nothing'}); "
                                       "run with --update-baseline to record it")
@@ -157,6 +148,7 @@ def run_gate(config: GateConfig, baseline: dict | None = None, progress: Callabl
 
     from edgeeff.artifact import open_artifact, reference_model
     from edgeeff.convert import convert
+    from edgeeff.data import write_list
     from edgeeff.evaluate import paired_drop, score_pair
     from edgeeff.targets.base import get_target, versions
 
@@ -169,8 +161,8 @@ def run_gate(config: GateConfig, baseline: dict | None = None, progress: Callabl
     if baseline is not None:
         check_baseline(config, baseline, data["evaluation"])
     config.cache.mkdir(parents=True, exist_ok=True)
-    calib_list = _write_list(calib, config.cache / "calibration.txt")
-    eval_list = _write_list(evaluation, config.cache / "evaluation.txt")
+    calib_list = write_list(calib, config.cache / "calibration.txt")
+    eval_list = write_list(evaluation, config.cache / "evaluation.txt")
     rows = []
     for check in config.checks:
         for target in check.targets:
@@ -210,8 +202,9 @@ def run_gate(config: GateConfig, baseline: dict | None = None, progress: Callabl
     }
 
 
-def _key(row: dict) -> str:
-    return f"{row['variant']}|{row['weights']}|{row['target']}"
+def _key(variant: str, weights: str, target: str) -> str:
+    """A pair's name in the baseline file."""
+    return f"{variant}|{weights}|{target}"
 
 
 def judge(config: GateConfig, result: dict, baseline: dict | None) -> tuple[list[str], list[str]]:
@@ -229,7 +222,7 @@ def judge(config: GateConfig, result: dict, baseline: dict | None) -> tuple[list
         if row["agreement"] < config.min_agreement:
             failures.append(f"{name}: top-1 agreement {row['agreement']:.3f} < min_agreement {config.min_agreement:g} (budget)")
         if baseline is not None:
-            entry = baseline["rows"][_key(row)]
+            entry = baseline["rows"][_key(row['variant'], row['weights'], row['target'])]
             row["baseline_drop_points"] = entry["drop_points"]
             row["baseline_agreement"] = entry["agreement"]
             if row["drop_points"] > entry["drop_points"] + config.tolerance:
@@ -265,7 +258,7 @@ def write_baseline(config: GateConfig, result: dict) -> Path:
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": result["data"],
         "versions": result["versions"],
-        "rows": {_key(r): {k: r[k] for k in ("drop_points", "drop_ci95_points", "agreement", "fp32_top1", "quantized_top1", "images")}
+        "rows": {_key(r['variant'], r['weights'], r['target']): {k: r[k] for k in ("drop_points", "drop_ci95_points", "agreement", "fp32_top1", "quantized_top1", "images")}
                  for r in result["rows"]},
     }
     return fsio.write_text(config.baseline, json.dumps(payload, indent=2, sort_keys=True) + "\n")

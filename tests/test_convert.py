@@ -12,9 +12,8 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 from edgeeff.convert import convert
-from edgeeff.data import list_samples, split
+from edgeeff.data import list_samples, split, write_list
 from edgeeff.errors import EdgeeffError
-from edgeeff.labels import imagenet_classes
 
 TINY = "lite0:width=0.25,depth=0.25,resolution=64"
 # Int8 needs a network with real, peaked outputs: a random-init net's near-uniform softmax (1/1000
@@ -27,13 +26,7 @@ def lists(tmp_path_factory, sample_images):
     """Disjoint calibration / evaluation list files over the shared sample (seeded split)."""
     folder = tmp_path_factory.mktemp("lists")
     calib, evaluation = split(list_samples(sample_images[0].parent), 0.4, seed=0)
-    classes = imagenet_classes()
-    paths = {}
-    for name, part in (("calib", calib[:48]), ("eval", evaluation[:24])):
-        path = folder / f"{name}.txt"
-        path.write_text("".join(f"{classes[s.label][0]}\t{s.path}\n" for s in part))
-        paths[name] = path
-    return paths
+    return {name: write_list(part, folder / f"{name}.txt") for name, part in (("calib", calib[:48]), ("eval", evaluation[:24]))}
 
 
 @pytest.mark.parametrize("target", ["tflite-fp32", "tflite-fp16", "tflite-dynamic", "onnx-fp32", "openvino-fp32", "openvino-fp16"])

@@ -9,17 +9,10 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error, run_cli
-from edgeeff.data import list_samples, split
+from edgeeff.data import list_samples, split, write_list
 from edgeeff.gate import _manifest
-from edgeeff.labels import imagenet_classes
 
 REAL_SMALL = "lite0:resolution=128"
-
-
-def _write_list(samples, path):
-    classes = imagenet_classes()
-    path.write_text("".join(f"{classes[s.label][0]}\t{s.path}\n" for s in samples))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +24,7 @@ def data(tmp_path_factory, sample_images):
     rng = np.random.default_rng(0)
     for i in range(8):
         Image.fromarray(rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)).save(noise_dir / f"noise{i}.png")
-    return {"calib": _write_list(calib[:32], folder / "calib.txt"), "eval": _write_list(evaluation[:60], folder / "eval.txt"),
+    return {"calib": write_list(calib[:32], folder / "calib.txt"), "eval": write_list(evaluation[:60], folder / "eval.txt"),
             "noise": noise_dir}
 
 
