@@ -48,7 +48,7 @@ def main() -> None:
     from edgeeff.calibration import from_samples
     from edgeeff.data import list_samples, split
     from edgeeff.evaluate import batches
-    from edgeeff.targets.base import get_target, versions
+    from edgeeff.targets.base import get_target, load_runner, versions
     from edgeeff.variants import resolve
     from edgeeff.convert import _export_saved_model, compare_outputs
     from edgeeff.report import environment
@@ -88,7 +88,7 @@ def main() -> None:
                     start = time.perf_counter()
                     module.export(model, spec, dest, calib, options, saved_model=saved)
                     seconds = time.perf_counter() - start
-                    runner = module.load(dest, spec, threads=None)
+                    runner = load_runner(spec, dest, threads=None)
                     out = np.concatenate([runner.predict(eval_x[i : i + 1]) for i in range(len(eval_x))])
                     top2 = np.sort(out, 1)[:, -2:]
                     figures = compare_outputs(ref, out)

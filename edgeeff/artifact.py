@@ -23,13 +23,13 @@ def read_metadata(folder: str | Path) -> dict:
     return meta
 
 
-def open_artifact(folder: str | Path, threads: int | None = None):
+def open_artifact(folder: str | Path, threads: int | None = None, device: str | None = None):
     """Returns ``(metadata, runner)``; the runner comes from the same target registry as conversion."""
-    from edgeeff.targets.base import get_target
+    from edgeeff.targets.base import get_target, load_runner
 
     meta = read_metadata(folder)
     spec = get_target(meta["target"])
-    runner = spec.module().load(Path(folder) / meta["artifact"], spec, threads=threads)
+    runner = load_runner(spec, Path(folder) / meta["artifact"], threads=threads, device=device or spec.accelerator or "cpu")
     return meta, runner
 
 

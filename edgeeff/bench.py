@@ -34,21 +34,82 @@ def ensure_artifacts(variant: str, weights: str, targets: list[str], out: Path, 
     return done
 
 
-def measure_targets(artifacts: dict[str, dict], device: str, threads: int | None, batch: int, rounds: int, schedule: Schedule,
-                    precision: str | None, say: Say) -> dict[str, list[dict]]:
+Measure = Callable[[Path], dict]
+
+
+def local_measurer(accelerator: str, threads: int | None, batch: int, schedule: Schedule, precision: str | None) -> Measure:
+    return lambda folder: measure_in_subprocess(folder, threads, batch, schedule, device=accelerator, precision=precision)
+
+
+def measure_targets(artifacts: dict[str, dict], measure: Measure, rounds: int, say: Say, label: str = "") -> dict[str, list[dict]]:
+    """Interleaved rounds: each round visits every target once, each visit a fresh process (here,
+    or on a remote device: ``measure`` decides)."""
     runs: dict[str, list[dict]] = {t: [] for t, meta in artifacts.items() if "error" not in meta}
     total = rounds * len(runs)
     step = 0
     for _ in range(rounds):
         for target in runs:
             step += 1
-            say(f"measuring {target}", step, total)
-            runs[target].append(measure_in_subprocess(artifacts[target]["path"], threads, batch, schedule, device=device,
-                                                      precision=precision))
+            say(f"measuring {target}{label}", step, total)
+            runs[target].append(measure(Path(artifacts[target]["path"])))
     return runs
 
 
-def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: str) -> list[dict]:
+def target_fits_device(spec, accelerator: str) -> str | None:
+    """Why a target cannot run on a device (an Edge TPU model needs an Edge TPU), or None."""
+    if spec.accelerator and spec.accelerator != accelerator:
+        return f"{spec.name} runs only on a device with accelerator = \"{spec.accelerator}\""
+    return None
+
+
+def measure_on_device(device, artifacts: dict[str, dict], threads: int | None, batch: int, rounds: int, schedule: Schedule,
+                      precision: str | None, say: Say, label: str = "", accept_new_host_key: bool = False) -> tuple[list[dict], dict]:
+    """Rows for one device and that device's own description (``probe``); an unreachable remote
+    device gives every target a failed row and ``{"error": ...}`` as its description."""
+    from edgeeff import devicekit
+    from edgeeff.targets.base import get_target
+
+    if device.remote:
+        from edgeeff.remote import SSHDevice
+
+        try:
+            remote = SSHDevice(device, accept_new_host_key)
+            say(f"connecting to {device.name}")
+            info = remote.probe()
+        except EdgeeffError as exc:
+            info = {"error": str(exc)}
+            return [{"target": t, "device": device.name, "error": str(exc)} for t in artifacts], info
+        measure = lambda folder: remote.measure(folder, threads, batch, schedule, precision)  # noqa: E731
+    else:
+        remote = None
+        info = devicekit.probe()
+        measure = local_measurer(device.accelerator, threads, batch, schedule, precision)
+    fitted = {}
+    for target, meta in artifacts.items():
+        why = None if "error" in meta else target_fits_device(get_target(target), device.accelerator)
+        fitted[target] = {"error": why} if why else meta
+    runs = measure_targets(fitted, measure, rounds, say, label)
+    if remote is not None:
+        info["uploaded_bytes"] = remote.uploaded_bytes
+    return rows_from(fitted, runs, device.name, info), info
+
+
+def measure_on_devices(devices: list, artifacts: dict[str, dict], threads: int | None, batch: int, rounds: int, schedule: Schedule,
+                       precision: str | None, say: Say, accept_new_host_key: bool = False) -> dict[str, tuple[list[dict], dict]]:
+    """Every device at once (one thread each: the work happens in other processes or on other
+    machines), rows in the order the devices were named."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(device):
+        label = f" on {device.name}" if len(devices) > 1 else ""
+        return measure_on_device(device, artifacts, threads, batch, rounds, schedule, precision, say, label, accept_new_host_key)
+
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        futures = {d.name: pool.submit(one, d) for d in devices}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: str, device_info: dict | None = None) -> list[dict]:
     rows = []
     for target, meta in artifacts.items():
         row: dict = {"target": target, "device": device}
@@ -79,20 +140,35 @@ def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: s
             "throughput_ips": med("throughput_ips"), "init_ms": med("init_ms"), "first_inference_ms": med("first_inference_ms"),
             "peak_rss_mb": med("peak_rss_mb"), "batch": last["batch"], "threads": last["threads"],
             "runtime": last["runner"].get("runtime"),
-            "versions": last.get("versions"),
-            "cpu": last.get("cpu"),
-            "executed_on": last["runner"].get("execution_devices") or last["runner"].get("providers") or device,
+            "versions": last.get("versions") or (device_info or {}).get("runtimes"),
+            "cpu": last.get("cpu") or (device_info or {}).get("cpu"),
+            "executed_on": _executed_on(last["runner"], device),
             "executed_precision": last["runner"].get("inference_precision") or meta["precision"],
         })
         rows.append(row)
     return add_speedups(rows)
 
 
+def _executed_on(runner: dict, device: str) -> str:
+    """Where the work really ran, in the runtime's own words."""
+    if runner.get("execution_devices"):
+        return ",".join(runner["execution_devices"])
+    if runner.get("nodes_by_provider"):
+        return ", ".join(f"{p.replace('ExecutionProvider', '')}:{n}" for p, n in runner["nodes_by_provider"].items())
+    if runner.get("providers"):
+        return runner["providers"][0].replace("ExecutionProvider", "")
+    placement = runner.get("placement") or {}
+    if placement.get("edgetpu_custom_ops"):
+        return f"edgetpu:{placement['edgetpu_custom_ops']} cpu:{placement['cpu_ops']}"
+    return runner.get("delegate", device).split(" ")[0]
+
+
 def add_speedups(rows: list[dict]) -> list[dict]:
-    """``speedup_vs_fp32``: the median latency of the same backend's fp32 target over this one's."""
-    by_target = {r["target"]: r for r in rows}
+    """``speedup_vs_fp32``: the median latency of the same backend's fp32 target over this one's
+    (on the same device)."""
+    by_target = {(r.get("device"), r["target"]): r for r in rows}
     for row in rows:
-        base = by_target.get(row["target"].rsplit("-", 1)[0] + "-fp32")
+        base = by_target.get((row.get("device"), row["target"].rsplit("-", 1)[0] + "-fp32"))
         if base and base.get("median_ms") and row.get("median_ms"):
             row["speedup_vs_fp32"] = base["median_ms"] / row["median_ms"]
     return rows

@@ -161,17 +161,78 @@ def targets(json_path: str | None) -> None:
 
     rows = []
     for spec in TARGETS.values():
-        missing = spec.missing()
+        missing, tools = spec.missing(), spec.missing_tools()
         rows.append({
             "target": spec.name, "backend": spec.backend, "precision": spec.precision,
             "options": ", ".join("--" + o.replace("_", "-") for o in spec.options) or "-",
-            "installed": not missing,
-            "install": f'pip install "edgeeff[{spec.extra}]"' if missing else "-",
+            "installed": not missing and not tools,
+            "install": f'pip install "edgeeff[{spec.extra}]"' if missing else (f"{tools[0][0]}: {tools[0][1]}" if tools else "-"),
+            "runs_on": spec.accelerator or "cpu/gpu",
         })
     report.print_table(rows, [("target", "target"), ("precision", "precision"), ("options", "options"),
                               ("installed", "installed"), ("install", "to install")], title="Targets")
     if json_path:
         report.write_json(json_path, rows)
+
+
+@main.group()
+def devices() -> None:
+    """Devices a bench can run on: this machine's CPU/GPU and boards reached over SSH (devices.toml)."""
+
+
+@devices.command(name="list")
+@click.option("--devices-file", type=click.Path(dir_okay=False), default=None, help="Devices TOML (default: ~/.config/edgeeff/devices.toml).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows as JSON.")
+def devices_list(devices_file: str | None, json_path: str | None) -> None:
+    """Every device: name, where it is, the Python it uses, its accelerator."""
+    from edgeeff import report
+    from edgeeff.devices import default_devices_file, load_devices
+
+    rows = [{"device": d.name, "where": d.address if d.remote else "local", "python": d.python if d.remote else sys.executable,
+             "accelerator": d.accelerator, "runtime": d.runtime or "-", "description": d.description}
+            for d in load_devices(devices_file).values()]
+    report.print_table(rows, [("device", "device"), ("where", "where"), ("accelerator", "accelerator"), ("python", "python"),
+                              ("runtime", "TFLite runtime")],
+                       title=f"Devices (file: {devices_file or default_devices_file()})")
+    if json_path:
+        report.write_json(json_path, rows)
+
+
+@devices.command(name="check")
+@click.argument("name")
+@click.option("--devices-file", type=click.Path(dir_okay=False), default=None, help="Devices TOML (default: ~/.config/edgeeff/devices.toml).")
+@click.option("--accept-new-host-key", is_flag=True, help="Let ssh record the host key of a device it has never seen (never a changed one).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool, json_path: str | None) -> None:
+    """Connect and report CPU, cores, OS, architecture, Python, runtimes, free disk, temperature."""
+    from edgeeff import devicekit, report
+    from edgeeff.devices import get_device
+
+    device = get_device(name, devices_file)
+    device.check()
+    if device.remote:
+        from edgeeff.remote import SSHDevice
+
+        info = SSHDevice(device, accept_new_host_key).probe()
+    else:
+        info = devicekit.probe()
+    runtimes = info.get("runtimes", {})
+    rows = [{"field": k, "value": v} for k, v in (
+        ("device", f"{device.name} ({device.address if device.remote else 'local'})"), ("cpu", info.get("cpu")),
+        ("cores", info.get("cores")), ("machine", info.get("machine")), ("os", info.get("os")),
+        ("distribution", info.get("distribution")), ("board", info.get("board")), ("python", f"{info.get('python')} ({info.get('python_executable')})"),
+        ("memory", f"{info.get('memory_total_mb')} MB"), ("free disk", f"{info.get('free_disk_gb')} GB"),
+        ("temperature", f"{info['temperature_c']:.1f} C" if "temperature_c" in info else None),
+        ("throttled", info.get("throttled")), ("accelerator", device.accelerator),
+        *((f"runtime {r}", runtimes.get(r) or "not installed") for r in ("numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", "openvino")),
+    ) if v is not None]
+    report.print_table(rows, [("field", "field"), ("value", "value")], title=f"Device {device.name}")
+    if json_path:
+        report.write_json(json_path, [info], device=device.name)
+    if "numpy" not in runtimes or not (set(runtimes) - {"numpy"}):
+        what = "numpy" if "numpy" not in runtimes else "a runtime"
+        click.echo(f"edgeeff: {device.name} has no {what} yet: on the device run {device.python} -m pip install numpy ai-edge-litert", err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -250,8 +311,13 @@ def convert(variant, target, weights, out, calibration, calibration_count, seed,
 @click.option("--batch", type=click.IntRange(1, 1024), default=32, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="Runtime threads (default: all cores).")
 @click.option("--show", type=click.IntRange(0), default=10, show_default=True, help="Disagreements to list.")
+@click.option("--device", "device_name", default="cpu", show_default=True,
+              help="Where the artifact runs: cpu, gpu or a device from the devices file (images are preprocessed here and sent in batches).")
+@click.option("--devices-file", type=click.Path(dir_okay=False), default=None, help="Devices TOML (default: ~/.config/edgeeff/devices.toml).")
+@click.option("--accept-new-host-key", is_flag=True, help="Let ssh record the host key of a device it has never seen.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
-def evaluate(artifact, variant, weights, images, reference, limit, batch, threads, show, json_path) -> None:
+def evaluate(artifact, variant, weights, images, reference, limit, batch, threads, show, device_name, devices_file, accept_new_host_key,
+             json_path) -> None:
     """Top-1/top-5 of an artifact (or a Keras variant), and its agreement with the fp32 reference."""
     from rich.console import Console
     from rich.progress import Progress
@@ -262,13 +328,26 @@ def evaluate(artifact, variant, weights, images, reference, limit, batch, thread
     from edgeeff.labels import imagenet_classes
     from edgeeff.preprocess import PreprocessCard
 
+    from edgeeff.devices import get_device
+
     if (artifact is None) == (variant is None):
         raise EdgeeffError("give an artifact folder or --variant (one of them)")
+    device = get_device(device_name, devices_file)
+    device.check()
+    if variant is not None and device.name != "cpu":
+        raise EdgeeffError("--device applies to converted artifacts; a Keras --variant runs here")
+    runner = None
     if artifact is not None:
-        from edgeeff.artifact import open_artifact, reference_model
+        from edgeeff.artifact import open_artifact, read_metadata, reference_model
 
-        meta, runner = open_artifact(artifact, threads)
-        name = f"{meta['variant']} {meta['target']}"
+        if device.remote:
+            from edgeeff.remote import RemoteRunner, SSHDevice
+
+            meta = read_metadata(artifact)
+            runner = RemoteRunner(SSHDevice(device, accept_new_host_key), Path(artifact), meta, threads)
+        else:
+            meta, runner = open_artifact(artifact, threads, device=device.accelerator)
+        name = f"{meta['variant']} {meta['target']}" + (f" on {device.name}" if device.name != "cpu" else "")
         predict = runner.predict
         resolution, card = meta["preprocessing"]["resolution"], PreprocessCard.from_dict(meta["preprocessing"])
         ref_model = reference_model(meta) if reference == "keras" else None
@@ -286,7 +365,11 @@ def evaluate(artifact, variant, weights, images, reference, limit, batch, thread
     ref = (lambda x: ref_model.predict(x, verbose=0)) if ref_model is not None else None
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(f"evaluating {name}", total=len(samples))
-        result = score_pair(predict, ref, samples, resolution, card, batch, progress=lambda n: bar.update(task, advance=n))
+        try:
+            result = score_pair(predict, ref, samples, resolution, card, batch, progress=lambda n: bar.update(task, advance=n))
+        finally:
+            if hasattr(runner, "close"):
+                runner.close()
     row = {"model": name, "images": result["images"], "unreadable": result["unreadable"]}
     for key in ("top1", "top5", "reference_top1", "top1_agreement", "mean_cosine", "mean_kl"):
         if key in result:
@@ -305,14 +388,17 @@ def evaluate(artifact, variant, weights, images, reference, limit, batch, thread
                            title=f"{len(dis)} disagreement(s) with the fp32 reference" + (f" (first {show})" if len(dis) > show else ""))
     if json_path:
         per_image = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}
-        report.write_json(json_path, [row], details=per_image)
+        report.write_json(json_path, [row], details=per_image, runner=runner.describe() if runner is not None else None)
 
 
 @main.command()
 @click.option("--variant", default="lite0", show_default=True, help="Variant name or phi=X.")
 @click.option("--weights", default=None, help="Default: the variant's first real weights, else none.")
 @click.option("--targets", "target_names", default="all", show_default=True, help="Comma-separated targets, or all.")
-@click.option("--device", "device_name", default="cpu", show_default=True, help="cpu or gpu (see the device registry).")
+@click.option("--device", "device_name", default="cpu", show_default=True,
+              help="cpu, gpu, or a device from the devices file (`edgeeff devices list`); several, comma-separated, run concurrently.")
+@click.option("--devices-file", type=click.Path(dir_okay=False), default=None, help="Devices TOML (default: ~/.config/edgeeff/devices.toml).")
+@click.option("--accept-new-host-key", is_flag=True, help="Let ssh record the host key of a device it has never seen (never a changed one).")
 @click.option("--images", type=click.Path(), default=None, help="Labelled images for top-1 and agreement (validation set).")
 @click.option("--calibration", type=click.Path(), default=None, help="Calibration images for int8 targets (default: embedded photos).")
 @click.option("--out", type=click.Path(file_okay=False), default="edgeeff-out", show_default=True, help="Artifact folder (reused).")
@@ -330,7 +416,7 @@ def evaluate(artifact, variant, weights, images, reference, limit, batch, thread
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Rows as CSV.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Rows as a Markdown table.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Accuracy vs latency (Pareto) PNG.")
-def bench(variant, weights, target_names, device_name, images, calibration, out, threads, batch, rounds, warmup_runs, warmup_seconds,
+def bench(variant, weights, target_names, device_name, devices_file, accept_new_host_key, images, calibration, out, threads, batch, rounds, warmup_runs, warmup_seconds,
           min_runs, min_seconds, openvino_precision, seed, json_path, csv_path, markdown_path, plot_path) -> None:
     """Latency, init time, memory and size of every target, measured side by side in fresh processes."""
     from rich.console import Console
@@ -342,9 +428,15 @@ def bench(variant, weights, target_names, device_name, images, calibration, out,
     from edgeeff.targets.base import TARGETS, get_target
     from edgeeff.variants import resolve
 
-    device = get_device(device_name)
-    device.check()
-    names = list(TARGETS) if target_names.strip().lower() == "all" else [get_target(t).name for t in target_names.split(",") if t.strip()]
+    devices = [get_device(n.strip(), devices_file) for n in device_name.split(",") if n.strip()]
+    if not devices or len({d.name for d in devices}) != len(devices):
+        raise EdgeeffError("--device needs distinct device names, e.g. --device rpi or --device rpi,gateway")
+    for device in devices:
+        device.check()
+    if target_names.strip().lower() == "all":  # every target some chosen device can run
+        names = [t for t, spec in TARGETS.items() if spec.accelerator is None or any(d.accelerator == spec.accelerator for d in devices)]
+    else:
+        names = [get_target(t).name for t in target_names.split(",") if t.strip()]
     if warmup_seconds < 0 or min_seconds < 0:
         raise EdgeeffError("--warmup-seconds and --min-seconds must be >= 0")
     for path in (json_path, csv_path, markdown_path, plot_path):
@@ -354,20 +446,35 @@ def bench(variant, weights, target_names, device_name, images, calibration, out,
     weights = weights or default_weights(v)
     console = Console(stderr=True)
     schedule = Schedule(warmup_runs, warmup_seconds, min_runs, min_seconds)
+    precision = None if openvino_precision == "default" else openvino_precision
     with step_progress(console) as say:
         artifacts = bench_lib.ensure_artifacts(v.name, weights, names, Path(out), images, calibration, seed, say)
-        runs = bench_lib.measure_targets(artifacts, device.accelerator, threads, batch, rounds, schedule,
-                                         None if openvino_precision == "default" else openvino_precision, say)
-    rows = bench_lib.rows_from(artifacts, runs, device.name)
-    columns = [("target", "target"), ("top1", "top-1"), ("agreement", "agreement"), ("size_mb", "MB"), ("init_ms", "init ms"),
-               ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("speedup_vs_fp32", "x fp32"), ("executed_precision", "ran as"),
-               ("error", "error")]
+        results = bench_lib.measure_on_devices(devices, artifacts, threads, batch, rounds, schedule, precision, say,
+                                               accept_new_host_key=accept_new_host_key)
+    rows = [row for device_rows, _ in results.values() for row in device_rows]
+    infos = {name: info for name, (_, info) in results.items()}
+    unreachable = [info["error"] for info in infos.values() if "error" in info]
+    if len(unreachable) == len(devices) and any(d.remote for d in devices):
+        raise EdgeeffError(unreachable[0] if len(unreachable) == 1 else "; ".join(unreachable))
+    columns = [("device", "device"), ("target", "target"), ("top1", "top-1"), ("agreement", "agreement"), ("size_mb", "MB"),
+               ("init_ms", "init ms"), ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("speedup_vs_fp32", "x fp32"),
+               ("executed_on", "ran on"), ("executed_precision", "ran as"), ("error", "error")]
     if not any(r.get("top1") is not None for r in rows):
         columns = [c for c in columns if c[0] != "top1"]
-    title = f"{v.name} ({weights}) on {device.name}, batch {batch}, {rounds} interleaved rounds"
+    if len(devices) == 1:
+        columns = [c for c in columns if c[0] != "device"]
+    where = ", ".join(d.name + (f" ({infos[d.name].get('cpu')}, {infos[d.name].get('machine')})" if d.remote and "cpu" in infos[d.name] else "")
+                      for d in devices)
+    title = f"{v.name} ({weights}) on {where}, batch {batch}, {rounds} interleaved rounds"
     report.print_table(rows, columns, title=title)
+    for name, info in infos.items():
+        if "uploaded_bytes" in info:
+            console.print(f"{name}: copied {info['uploaded_bytes'] / 1e6:.2f} MB to the device (artifacts cached there by content)")
+    for row in rows:
+        if "error" in row:
+            click.echo(f"edgeeff: {row['target']} on {row['device']}: {row['error']}", err=True)
     if json_path:
-        report.write_json(json_path, rows, variant=v.name, weights=weights, device=device.name, schedule=schedule.__dict__)
+        report.write_json(json_path, rows, variant=v.name, weights=weights, devices=infos, schedule=schedule.__dict__)
     if csv_path:
         fsio.write_text(csv_path, report.to_csv(rows))
     if markdown_path:

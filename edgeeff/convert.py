@@ -23,7 +23,7 @@ from edgeeff import __version__, fsio
 from edgeeff.fsio import sha256_of
 from edgeeff.data import Sample, bundled_photos, list_samples
 from edgeeff.errors import EdgeeffError, ValidationError
-from edgeeff.targets.base import TargetSpec, check_options, get_target
+from edgeeff.targets.base import TargetSpec, check_options, get_target, load_runner
 
 Progress = Callable[[str, Optional[int], Optional[int]], None]
 
@@ -218,7 +218,9 @@ def convert(
         if saved_model is not None:
             shutil.rmtree(saved_model, ignore_errors=True)
         say("validating against Keras")
-        runner = module.load(artifact, spec, threads=None)
+        # An accelerator's artifact (Edge TPU) is validated through its CPU twin, the same int8 model
+        # before compilation; the compiled file is checked on the device (`edgeeff eval --device`).
+        runner = load_runner(spec, staging / details.get("cpu_twin", artifact.name), threads=None)
         vsamples = eval_samples or validation_samples(None, calib.samples if calib else ())
         figures = validate(runner, model, spec, vsamples, v.resolution, card, trained=choice.label != "none")
         if spec.precision == "int8" and details.get("fully_integer") is False:

@@ -1,22 +1,63 @@
-"""The device registry: where a measurement runs. A device is one entry; the SSH issue adds remote
-entries from ``devices.toml`` beside these two local ones."""
+"""The device registry: where a measurement runs. Two local entries (``cpu``, ``gpu``) are built in;
+remote ones come from a devices file (TOML, one table per device), so adding a board is one entry:
+
+    [devices.rpi]
+    host = "raspberrypi.local"
+    user = "pi"
+    identity = "~/.ssh/id_ed25519"
+    python = "/home/pi/edgeeff-venv/bin/python"
+    runtime = "ai-edge-litert"        # preferred TFLite runtime (or tflite-runtime)
+    accelerator = "cpu"               # or edgetpu, gpu, npu, cuda, tensorrt, ... (devicekit.ACCELERATORS)
+
+The file is ``--devices-file PATH``, else ``$EDGEEFF_DEVICES``, else
+``$XDG_CONFIG_HOME/edgeeff/devices.toml`` (``~/.config/edgeeff/devices.toml``). No passwords: SSH
+keys only, host keys checked against known_hosts.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
 
+from edgeeff.devicekit import ACCELERATORS, TFLITE_RUNTIMES
 from edgeeff.errors import EdgeeffError, lookup
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 @dataclass(frozen=True)
 class Device:
     name: str
-    description: str
-    accelerator: str  # what a runner is asked for: "cpu" or "gpu"
+    description: str = ""
+    accelerator: str = "cpu"  # what a runner is asked for (devicekit.ACCELERATORS)
+    host: str | None = None  # None: this machine
+    port: int = 22
+    user: str | None = None
+    identity: str | None = None  # private key file; else ssh's defaults and agent
+    known_hosts: str | None = None  # else ssh's own (~/.ssh/known_hosts)
+    python: str = "python3"
+    runtime: str | None = None  # preferred TFLite runtime on the device
+    workdir: str = ".cache/edgeeff"  # relative to the login directory, or absolute
+    connect_timeout: float = 10.0
+    run_timeout: float = 900.0
+
+    @property
+    def remote(self) -> bool:
+        return self.host is not None
+
+    @property
+    def address(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
 
     def check(self) -> None:
-        """Fail with one line when the device is not present, before any work is done."""
-        if self.accelerator == "gpu" and not gpu_backends():
+        """Fail with one line when a local device is not present, before any work is done. Remote
+        devices are checked by connecting (``edgeeff.remote``)."""
+        if not self.remote and self.accelerator == "gpu" and not gpu_backends():
             raise EdgeeffError("no GPU here: onnxruntime has no CUDA provider and OpenVINO lists no GPU device; use --device cpu "
                                "(or on a CUDA machine: pip install onnxruntime-gpu)")
 
@@ -41,7 +82,7 @@ def gpu_backends() -> list[str]:
     return found
 
 
-DEVICES: dict[str, Device] = {
+LOCAL_DEVICES: dict[str, Device] = {
     d.name: d
     for d in (
         Device("cpu", "this machine's CPU (every runtime)", "cpu"),
@@ -50,5 +91,67 @@ DEVICES: dict[str, Device] = {
 }
 
 
-def get_device(name: str) -> Device:
-    return lookup(DEVICES, name, "device")
+def default_devices_file() -> Path:
+    if os.environ.get("EDGEEFF_DEVICES"):
+        return Path(os.environ["EDGEEFF_DEVICES"]).expanduser()
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "edgeeff" / "devices.toml"
+
+
+_TYPES = {f.name: f.type for f in fields(Device)}
+_NUMBERS = {"port": int, "connect_timeout": float, "run_timeout": float}
+
+
+def _entry(name: str, table: dict, source: Path) -> Device:
+    if not isinstance(table, dict):
+        raise EdgeeffError(f"{source}: [devices.{name}] must be a table of settings")
+    unknown = sorted(set(table) - set(_TYPES) - {"name"})
+    if unknown:
+        known = ", ".join(k for k in _TYPES if k != "name")
+        raise EdgeeffError(f"{source}: [devices.{name}] has unknown key(s) {', '.join(unknown)}; known: {known}")
+    if name in LOCAL_DEVICES:
+        raise EdgeeffError(f"{source}: [devices.{name}] clashes with the built-in local device {name!r}; choose another name")
+    if not table.get("host"):
+        raise EdgeeffError(f"{source}: [devices.{name}] needs host = \"...\" (an address or an ~/.ssh/config alias)")
+    values = {}
+    for key, value in table.items():
+        if key in _NUMBERS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise EdgeeffError(f"{source}: [devices.{name}] {key} must be a positive number, got {value!r}")
+            value = _NUMBERS[key](value)
+        elif not isinstance(value, str):
+            raise EdgeeffError(f"{source}: [devices.{name}] {key} must be a string, got {value!r}")
+        values[key] = value
+    if values.get("accelerator", "cpu") not in ACCELERATORS:
+        raise EdgeeffError(f"{source}: [devices.{name}] accelerator {values['accelerator']!r} is unknown; known: {', '.join(ACCELERATORS)}")
+    if values.get("runtime") not in (None, *TFLITE_RUNTIMES):
+        raise EdgeeffError(f"{source}: [devices.{name}] runtime must be one of {', '.join(TFLITE_RUNTIMES)}")
+    workdir = values.get("workdir")
+    if workdir and workdir.startswith("~/"):
+        values["workdir"] = workdir[2:]  # ssh commands start in the login directory
+    values.setdefault("description", f"{values.get('user', '') + '@' if values.get('user') else ''}{values['host']} over SSH")
+    return Device(name=name, **values)
+
+
+def load_devices(devices_file: str | Path | None = None) -> dict[str, Device]:
+    """The local devices plus the file's entries; an explicitly named file must exist."""
+    devices = dict(LOCAL_DEVICES)
+    path = Path(devices_file).expanduser() if devices_file else default_devices_file()
+    if not path.is_file():
+        if devices_file:
+            raise EdgeeffError(f"devices file {path} does not exist")
+        return devices
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise EdgeeffError(f"{path} is not valid TOML: {exc}") from None
+    extra = sorted(set(data) - {"devices"})
+    if extra:
+        raise EdgeeffError(f"{path}: unknown top-level key(s) {', '.join(extra)}; devices go in [devices.NAME] tables")
+    for name, table in data.get("devices", {}).items():
+        devices[name] = _entry(name, table, path)
+    return devices
+
+
+def get_device(name: str, devices_file: str | Path | None = None) -> Device:
+    return lookup(load_devices(devices_file), name, "device")

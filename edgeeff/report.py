@@ -50,13 +50,9 @@ def environment() -> dict:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from edgeeff.devicekit import cpu_model as kit_cpu_model
+
+    return kit_cpu_model()
 
 
 def write_json(path: str | Path, rows: Sequence[dict], **extra: Any) -> Path:

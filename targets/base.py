@@ -1,22 +1,25 @@
 """The target registry: one row per target, driving the CLI, validation and benchmarks.
 
-A backend module (``tflite``, ``onnx``, ``openvino``) provides two functions:
-``export(model, spec, dest, calibration, options, saved_model=, progress=) -> dict`` writes the
+A backend module (``tflite``, ``onnx``, ``openvino``) provides
+``export(model, spec, dest, calibration, options, saved_model=, progress=) -> dict``: it writes the
 artifact at ``dest`` and returns details for the metadata (``progress(done, total)`` follows the
-calibration passes), and ``load(path, spec, threads) -> Runner``. Heavy imports live
-inside those modules; importing this registry is free.
+calibration passes). Running an artifact is the device kit's job (``edgeeff.devicekit``), here
+through :func:`load_runner` and on a remote device through the same file. Heavy imports live inside
+those modules; importing this registry is free.
 """
 
 from __future__ import annotations
 
-import abc
 import importlib
 import importlib.metadata
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from edgeeff.devicekit import ArrayRunner, RunnerError, load_runner as _kit_load_runner
 from edgeeff.errors import BackendMissingError, EdgeeffError, lookup
 
 
@@ -29,25 +32,6 @@ class Runner(Protocol):
     def describe(self) -> dict: ...
 
 
-class ArrayRunner(abc.ABC):
-    """Shared shape of the runners: ``prepare`` (outside any timed region; it may bind the input to
-    the runtime, as the runtimes' own benchmark tools do), ``invoke`` (the runtime's own call on the
-    last prepared batch, the only thing a latency measurement times), ``finish``."""
-
-    def prepare(self, batch: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(batch, dtype=np.float32)
-
-    @abc.abstractmethod
-    def invoke(self, prepared: np.ndarray) -> np.ndarray:
-        """Run the runtime once on a prepared batch."""
-
-    def finish(self, raw: np.ndarray) -> np.ndarray:
-        return np.asarray(raw, dtype=np.float32)
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.finish(self.invoke(self.prepare(batch)))
-
-
 @dataclass(frozen=True)
 class TargetSpec:
     name: str
@@ -57,6 +41,8 @@ class TargetSpec:
     packages: tuple[str, ...]  # distributions that must be installed
     extra: str  # pip extra that installs them
     options: tuple[str, ...] = ()  # conversion options this target accepts
+    tools: tuple[tuple[str, str], ...] = ()  # (executable, how to install it) the export needs
+    accelerator: str | None = None  # the accelerator the artifact needs to run (devicekit.ACCELERATORS)
 
     @property
     def quantized(self) -> bool:
@@ -74,12 +60,17 @@ class TargetSpec:
         """Distributions still to install; ``a|b`` is satisfied by either."""
         return [p.split("|")[0] for p in self.packages if not any(_installed(n) for n in p.split("|"))]
 
+    def missing_tools(self) -> list[tuple[str, str]]:
+        return [(tool, how) for tool, how in self.tools if shutil.which(tool) is None]
+
     def require(self) -> None:
         missing = self.missing()
         if missing:
             raise BackendMissingError(
                 f"target {self.name} needs {', '.join(missing)}: pip install \"edgeeff[{self.extra}]\" (or pip install {' '.join(missing)})"
             )
+        for tool, how in self.missing_tools():
+            raise BackendMissingError(f"target {self.name} needs {tool} on PATH: {how}")
 
 
 def _installed(distribution: str) -> bool:
@@ -101,6 +92,9 @@ TARGETS: dict[str, TargetSpec] = {
         TargetSpec("tflite-fp16", "tflite", "fp16", ".tflite", _TFLITE, "tflite"),
         TargetSpec("tflite-dynamic", "tflite", "dynamic", ".tflite", _TFLITE, "tflite"),
         TargetSpec("tflite-int8", "tflite", "int8", ".tflite", _TFLITE, "tflite", ("io_dtype",)),
+        TargetSpec("tflite-edgetpu", "tflite", "int8", "_edgetpu.tflite", _TFLITE, "tflite", ("io_dtype",),
+                   tools=(("edgetpu_compiler", "install edgetpu-compiler from Coral's apt repository, x86-64 Linux only "
+                           "(https://coral.ai/docs/edgetpu/compiler/)"),), accelerator="edgetpu"),
         TargetSpec("onnx-fp32", "onnx", "fp32", ".onnx", _ONNX, "onnx"),
         TargetSpec("onnx-int8", "onnx", "int8", ".onnx", _ONNX, "onnx", ("calibration_method", "quant_types")),
         TargetSpec("openvino-fp32", "openvino", "fp32", ".xml", _OV, "openvino"),
@@ -125,6 +119,16 @@ def check_options(spec: TargetSpec, options: dict) -> None:
             takers = [t.name for t in TARGETS.values() if key in t.options]
             flag = "--" + key.replace("_", "-")
             raise EdgeeffError(f"{flag} does not apply to {spec.name}; it is an option of {', '.join(takers)}")
+
+
+def load_runner(spec: TargetSpec, path: str | Path, threads: int | None = None, device: str = "cpu",
+                precision: str | None = "f32") -> ArrayRunner:
+    """An artifact's runner on this machine: the device kit's, with its refusals as EdgeeffError.
+    ``device`` is an accelerator name (``cpu``, ``gpu``, ``edgetpu``, ...; see devicekit.ACCELERATORS)."""
+    try:
+        return _kit_load_runner(spec.backend, path, threads, device, precision)
+    except RunnerError as exc:
+        raise EdgeeffError(str(exc)) from None
 
 
 def versions(*distributions: str) -> dict[str, str]:

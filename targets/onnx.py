@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeeff.errors import EdgeeffError
-from edgeeff.targets.base import ArrayRunner, TargetSpec, versions
+from edgeeff.targets.base import TargetSpec, versions
 
 OPSET = 17
 INPUT_NAME = "image"
@@ -103,45 +103,3 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
         "converter": versions("tf2onnx", "onnx"),
         "runtime": versions("onnxruntime|onnxruntime-gpu"),
     }
-
-
-class OnnxRunner(ArrayRunner):
-    def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
-        except Exception as exc:
-            raise EdgeeffError(f"cannot load {Path(path).name} as an ONNX model: {str(exc).splitlines()[0][:160]}") from None
-        self.input = self.session.get_inputs()[0]
-        self.output = self.session.get_outputs()[0]
-
-    def invoke(self, prepared: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output.name], {self.input.name: prepared})[0]
-
-    def describe(self) -> dict:
-        return {
-            "runtime": "onnxruntime",
-            "providers": self.session.get_providers(),
-            "input": {"name": self.input.name, "shape": list(self.input.shape), "dtype": self.input.type},
-            "output": {"name": self.output.name, "shape": list(self.output.shape), "dtype": self.output.type},
-        }
-
-
-PROVIDERS = {"cpu": ["CPUExecutionProvider"], "gpu": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
-
-
-def load(path: Path, spec: TargetSpec, threads: int | None = None, device: str = "cpu", precision: str | None = None) -> OnnxRunner:
-    """``device`` "gpu" asks for the CUDA execution provider; nodes it cannot take fall back to the
-    CPU provider, and ``describe()`` lists the providers the session really holds."""
-    import onnxruntime as ort
-
-    if device not in PROVIDERS:
-        raise EdgeeffError(f"onnxruntime has no device {device!r} here; choose {', '.join(PROVIDERS)}")
-    if device == "gpu" and "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise EdgeeffError("onnxruntime has no CUDA execution provider here (no GPU, or the CPU build): pip install onnxruntime-gpu on a CUDA machine")
-    return OnnxRunner(Path(path), threads, providers=PROVIDERS[device])

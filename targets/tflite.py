@@ -9,19 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeeff.errors import EdgeeffError
-from edgeeff.quiet import native_stderr_muted
-from edgeeff.targets.base import ArrayRunner, TargetSpec, versions
-
-
-def _interpreter_class():
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter, "ai-edge-litert"
-    except ImportError:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
-
-        return Interpreter, "tflite-runtime"
+from edgeeff.devicekit import native_stderr_muted, tflite_module
+from edgeeff.targets.base import TargetSpec, versions
 
 
 def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict | None = None, saved_model: Path | None = None,
@@ -54,77 +43,46 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
     if spec.precision == "int8":
         details["float_ops"] = float_ops(dest)
         details["fully_integer"] = not details["float_ops"]
+    if spec.accelerator == "edgetpu":
+        details.update(compile_edgetpu(dest))
     return details
+
+
+def compile_edgetpu(dest: Path) -> dict:
+    """Compile a full-integer model for the Edge TPU in place; the uncompiled model stays beside it
+    as the CPU twin that validation runs (the compiled one needs the TPU). The compiler's own count
+    of the ops it mapped goes into the metadata."""
+    import re
+    import subprocess
+
+    twin = dest.with_name("model_cpu_twin.tflite")
+    dest.rename(twin)
+    try:
+        done = subprocess.run(["edgetpu_compiler", "--show_operations", "--out_dir", str(dest.parent), str(twin)],
+                              capture_output=True, text=True, timeout=600)
+    except FileNotFoundError:
+        raise EdgeeffError("edgetpu_compiler is not on PATH: install edgetpu-compiler from Coral's apt repository "
+                           "(https://coral.ai/docs/edgetpu/compiler/)") from None
+    compiled = dest.parent / f"{twin.stem}_edgetpu.tflite"
+    if done.returncode != 0 or not compiled.is_file():
+        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        raise EdgeeffError(f"edgetpu_compiler failed: {(lines[-1] if lines else f'exit {done.returncode}')[:200]}")
+    compiled.rename(dest)
+    mapped = re.search(r"Number of operations that will run on Edge TPU:\s*(\d+)", done.stdout)
+    on_cpu = re.search(r"Number of operations that will run on CPU:\s*(\d+)", done.stdout)
+    return {"cpu_twin": twin.name, "edgetpu_ops": int(mapped.group(1)) if mapped else None,
+            "cpu_ops_after_compile": int(on_cpu.group(1)) if on_cpu else None,
+            "compiler": done.stdout.splitlines()[0] if done.stdout else "edgetpu_compiler"}
 
 
 def float_ops(path: Path) -> list[str]:
     """Ops that still compute in float (by their output tensors' dtype): empty means full-integer."""
-    Interpreter, _ = _interpreter_class()
+    module, _ = tflite_module()
     with native_stderr_muted():
-        interp = Interpreter(model_path=str(path))
+        interp = module.Interpreter(model_path=str(path))
     dtypes = {t["index"]: t["dtype"] for t in interp.get_tensor_details()}
     floats = []
     for op in interp._get_ops_details():  # the interpreter's own op table; no public equivalent
         if any(dtypes.get(i) in (np.float32, np.float16) for i in op["outputs"]):
             floats.append(f"{op['op_name']}#{op['index']}")
     return floats
-
-
-class TFLiteRunner(ArrayRunner):
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        Interpreter, self.runtime = _interpreter_class()
-        try:
-            with native_stderr_muted():
-                self.interp = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
-        except (ValueError, RuntimeError) as exc:
-            raise EdgeeffError(f"cannot load {path.name} as a TFLite model: {str(exc).splitlines()[0][:160]}") from None
-        self.input = self.interp.get_input_details()[0]
-        self.output = self.interp.get_output_details()[0]
-        self._batch = None
-
-    def _resize(self, n: int) -> None:
-        if self._batch != n:
-            shape = list(self.input["shape"])
-            shape[0] = n
-            self.interp.resize_tensor_input(self.input["index"], shape)
-            with native_stderr_muted():  # the XNNPACK delegate announces itself here
-                self.interp.allocate_tensors()
-            self._batch = n
-
-    def prepare(self, batch: np.ndarray) -> np.ndarray:
-        """Float pixels to the model's input dtype (quantized with its scale/zero point), bound to
-        the interpreter's input tensor."""
-        self._resize(len(batch))
-        dtype = self.input["dtype"]
-        if dtype in (np.int8, np.uint8):
-            scale, zero = self.input["quantization"]
-            info = np.iinfo(dtype)
-            prepared = np.clip(np.round(batch / scale + zero), info.min, info.max).astype(dtype)
-        else:
-            prepared = batch.astype(dtype)
-        self.interp.set_tensor(self.input["index"], prepared)
-        return prepared
-
-    def invoke(self, prepared: np.ndarray) -> np.ndarray:
-        self.interp.invoke()
-        return self.interp.get_tensor(self.output["index"])
-
-    def finish(self, raw: np.ndarray) -> np.ndarray:
-        if self.output["dtype"] in (np.int8, np.uint8):
-            scale, zero = self.output["quantization"]
-            return (raw.astype(np.float32) - zero) * scale
-        return raw.astype(np.float32)
-
-    def describe(self) -> dict:
-        def info(d):
-            return {"name": d["name"], "shape": [int(v) for v in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name,
-                    "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
-
-        return {"runtime": self.runtime, "input": info(self.input), "output": info(self.output)}
-
-
-def load(path: Path, spec: TargetSpec, threads: int | None = None, device: str = "cpu", precision: str | None = None) -> TFLiteRunner:
-    """``device``: only "cpu"; the pip builds of LiteRT for desktop Linux ship no GPU delegate."""
-    if device != "cpu":
-        raise EdgeeffError(f"TFLite targets run on the CPU here: ai-edge-litert's desktop wheels have no {device.upper()} delegate")
-    return TFLiteRunner(Path(path), threads)
