@@ -177,19 +177,14 @@ def add_speedups(rows: list[dict]) -> list[dict]:
 def pareto_plot(rows: list[dict], path: str | Path, title: str) -> Path:
     """Accuracy (top-1 if measured, else agreement with fp32) against median latency, labelled,
     with the Pareto frontier drawn; written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from edgeeff import fsio
+    from edgeeff import report
 
     points = [(r["median_ms"], r["top1"] if r.get("top1") is not None else r.get("agreement"), r["target"])
               for r in rows if r.get("median_ms") and (r.get("top1") is not None or r.get("agreement") is not None)]
     if not points:
         raise EdgeeffError("nothing to plot: no target has both a latency and an accuracy figure")
     ylabel = "top-1 accuracy" if any(r.get("top1") is not None for r in rows) else "top-1 agreement with fp32"
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = report.new_axes((7, 4.5))
     for number, (x, y, name) in enumerate(sorted(points)):
         ax.scatter(x, y * 100, s=30)
         # Targets often tie on accuracy (fp32 and fp16 siblings): stagger the labels so they stay legible.
@@ -202,12 +197,4 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str) -> Path:
     ax.plot(*zip(*frontier), linestyle="--", linewidth=1, color="grey", label="Pareto frontier")
     ax.set_xlabel("median latency (ms, batch 1)")
     ax.set_ylabel(f"{ylabel} (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with fsio.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return report.save_png(fig, ax, path, title)

@@ -7,6 +7,7 @@ stderr, never a traceback (set EDGEEFF_DEBUG=1 to see one).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -252,10 +253,16 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
 @click.option("--overflow-fix", type=click.Choice(["enable", "first_layer_only", "disable"]), default=None,
               help="openvino-int8 only: 7-bit weights against saturation without VNNI (default enable).")
 @click.option("--fast-bias-correction/--bias-correction", default=None, help="openvino-int8 only (default fast).")
+@click.option("--float-blocks", default=None, help="int8 targets: keep these blocks in float (e.g. stem,block1a,head; see `edgeeff sensitivity`).")
+@click.option("--max-drop", type=float, default=None, help="int8 targets: keep the fewest blocks in float until the top-1 drop vs fp32 on --images is at most this many points.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="int8 targets: ... until top-1 agreement with fp32 on --images is at least this (0-1).")
+@click.option("--sensitivity", "sensitivity_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="With --max-drop/--min-agreement: the block ranking from `edgeeff sensitivity --json` (else measured now).")
 @click.option("--force", is_flag=True, help="Convert again even if an identical artifact exists.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the metadata as JSON.")
 def convert(variant, target, weights, out, calibration, calibration_count, seed, images, io_dtype, calibration_method,
-            quant_types, preset, overflow_fix, fast_bias_correction, force, json_path) -> None:
+            quant_types, preset, overflow_fix, fast_bias_correction, float_blocks, max_drop, min_agreement, sensitivity_path, force,
+            json_path) -> None:
     """Convert a variant to a deployment target, calibrated on real images, validated against Keras."""
     from rich.console import Console
 
@@ -266,11 +273,40 @@ def convert(variant, target, weights, out, calibration, calibration_count, seed,
     if weights is None:
         weights = default_weights(resolve(variant))
     options = {"io_dtype": io_dtype, "calibration_method": calibration_method, "quant_types": quant_types, "preset": preset,
-               "overflow_fix": overflow_fix, "fast_bias_correction": fast_bias_correction}
+               "overflow_fix": overflow_fix, "fast_bias_correction": fast_bias_correction,
+               "float_blocks": [b.strip() for b in float_blocks.split(",") if b.strip()] if float_blocks else None}
+    options = {k: v for k, v in options.items() if v is not None}
+    budgeted = max_drop is not None or min_agreement is not None
+    if sensitivity_path and not budgeted:
+        raise EdgeeffError("--sensitivity ranks blocks for --max-drop/--min-agreement; give one of them")
+    if budgeted and float_blocks:
+        raise EdgeeffError("--float-blocks and --max-drop/--min-agreement are alternatives: the budget chooses the blocks")
+    if budgeted and images is None:
+        raise EdgeeffError("--max-drop/--min-agreement need --images: the evaluation images the budget is measured on")
+    if max_drop is not None and max_drop < 0:
+        raise EdgeeffError("--max-drop must be >= 0 (top-1 points)")
     with step_progress(console) as say:
-        meta = run_convert(variant, target, weights=weights, out=out, calibration=calibration,
-                           calibration_count=calibration_count, seed=seed, images=images, force=force,
-                           options={k: v for k, v in options.items() if v is not None}, progress=say)
+        if budgeted:
+            from edgeeff import sensitivity as sens
+
+            ranking = None
+            if sensitivity_path:
+                try:
+                    ranking = json.loads(Path(sensitivity_path).read_text())["ranking"]
+                except (ValueError, KeyError, TypeError):
+                    raise EdgeeffError(f"{sensitivity_path} is not an `edgeeff sensitivity --json` report (no ranking)") from None
+            from edgeeff.convert import check_writable
+
+            check_writable(Path(out))
+            root, cleanup = sens.trial_root(Path(out))
+            try:
+                trials = sens.Trials(variant, target, weights, images, calibration, calibration_count, seed, options, root, say)
+                meta = sens.within_budget(trials, Path(out), max_drop, min_agreement, ranking)
+            finally:
+                cleanup()
+        else:
+            meta = run_convert(variant, target, weights=weights, out=out, calibration=calibration,
+                               calibration_count=calibration_count, seed=seed, images=images, force=force, options=options, progress=say)
     if meta.get("calibration"):
         for warning in meta["calibration"].get("warnings", []):
             console.print(f"[yellow]warning:[/] {warning}")
@@ -294,9 +330,126 @@ def convert(variant, target, weights, out, calibration, calibration_count, seed,
         if key in val:
             summary.append({"field": label, "value": val[key]})
     report.print_table(summary, [("field", "field"), ("value", "value")], title="Validation against the Keras model")
+    if meta.get("budget"):
+        b = meta["budget"]
+        steps = [{"float": ", ".join(st["float_blocks"]) or "(plain int8)", "drop": st.get("drop_points"), "agreement": st["agreement"],
+                  "median_ms": st["median_ms"]} for st in b["steps"]]
+        report.print_table(steps, [("float", "blocks in float"), ("drop", "top-1 drop (pts)"), ("agreement", "agreement"),
+                                   ("median_ms", "median ms")], title="Budget search (each step a real conversion, measured)")
+        click.echo(f"kept in float: {', '.join(b['float_blocks']) or 'nothing (plain int8 meets the budget)'}; "
+                   f"speedup over fp32 {report.fmt(b.get('speedup_budgeted'))} (plain int8 {report.fmt(b.get('speedup_plain_int8'))})")
     click.echo(f"artifact: {row['path']}")
     if json_path:
         report.write_json(json_path, [row], metadata=meta)
+
+
+@main.command()
+@click.option("--variant", default="lite0", show_default=True, help="Variant name or phi=X.")
+@click.option("--weights", default=None, help="Default: the variant's first real weights, else none.")
+@click.option("--target", default="onnx-int8", show_default=True, help="An int8 target: tflite-int8, onnx-int8, openvino-int8.")
+@click.option("--images", type=click.Path(), required=True, help="Evaluation images (kept disjoint from calibration).")
+@click.option("--calibration", type=click.Path(), default=None, help="Calibration images (default: the embedded photos).")
+@click.option("--calibration-count", type=int, default=None, help="Calibration images used (seeded choice). Default 128.")
+@click.option("--blocks", default=None, help="Only these blocks (comma-separated); default every block, stem and head.")
+@click.option("--mode", type=click.Choice(["keep-float", "quantize-alone"]), default="keep-float", show_default=True,
+              help="keep-float: all int8 but the block (error it removes); quantize-alone: only the block int8 (error it causes).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Rows and ranking as JSON (input for convert --sensitivity).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Bar chart PNG of the SNR change per block.")
+def sensitivity(variant, weights, target, images, calibration, calibration_count, blocks, mode, seed, json_path, plot_path) -> None:
+    """Per-block int8 sensitivity: agreement, cosine and SNR of the logits against fp32, by Keras block name."""
+    from rich.console import Console
+
+    from edgeeff import blockmap, report
+    from edgeeff import sensitivity as sens
+    from edgeeff.api import build
+    from edgeeff.variants import resolve
+
+    v = resolve(variant)
+    weights = weights or default_weights(v)
+    for path in (json_path, plot_path):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise EdgeeffError(f"cannot write {path}: its folder does not exist")
+    model = build(v, weights=weights, classifier_activation=None)
+    units = blockmap.check_units(model, blocks.split(",")) if blocks else blockmap.units(model)
+    del model
+    root, cleanup = sens.trial_root(None)
+    try:
+        with step_progress(Console(stderr=True)) as say:
+            trials = sens.Trials(v.name, target, weights, images, calibration, calibration_count, seed, None, root, say)
+            result = sens.sensitivity(trials, units, mode)
+    finally:
+        cleanup()
+    base = result["plain_int8"]
+    title = (f"{v.name} ({weights}) {target}, {mode}: plain int8 agreement {base['agreement']:.1%}, cosine {base['cosine']:.4f}, "
+             f"SNR {base['snr_db']:.1f} dB on {base['images']} images")
+    report.print_table(result["rows"], [("block", "block"), ("agreement", "agreement"), ("cosine", "cosine"), ("snr_db", "SNR dB"),
+                                        ("delta_agreement", "d agreement"), ("delta_snr_db", "d SNR dB")], title=title)
+    click.echo(f"most sensitive first: {', '.join(result['ranking'][:8])}")
+    if json_path:
+        report.write_json(json_path, result["rows"], ranking=result["ranking"], plain_int8=base, mode=mode, target=target,
+                          variant=v.name, weights=weights)
+    if plot_path:
+        sens.bar_chart(result, plot_path, title)
+
+
+@main.command(name="calibrate-sweep")
+@click.option("--variant", default="lite0", show_default=True, help="Variant name or phi=X.")
+@click.option("--weights", default=None, help="Default: the variant's first real weights, else none.")
+@click.option("--target", default="tflite-int8", show_default=True, help="An int8 target.")
+@click.option("--calibration", type=click.Path(), required=True, help="Calibration pool (folder or list).")
+@click.option("--images", type=click.Path(), required=True, help="Evaluation images (disjoint from the pool).")
+@click.option("--counts", default="16,64,128,300,all", show_default=True, help="Calibration sizes; 'all' is the whole pool.")
+@click.option("--methods", default=None, help="Calibration methods where the backend has several (onnx: minmax,entropy,percentile).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Rows as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Agreement vs calibration size PNG.")
+def calibrate_sweep(variant, weights, target, calibration, images, counts, methods, seed, json_path, plot_path) -> None:
+    """Int8 agreement and accuracy against calibration size and method; checks calibration preprocessing = evaluation's."""
+    from rich.console import Console
+
+    from edgeeff import report, sweep
+    from edgeeff import sensitivity as sens
+    from edgeeff.data import list_samples
+    from edgeeff.variants import resolve
+
+    v = resolve(variant)
+    weights = weights or default_weights(v)
+    pool = list_samples(calibration)
+    sizes = []
+    for part in counts.split(","):
+        part = part.strip().lower()
+        if part == "all":
+            sizes.append(len(pool))
+        elif part.isdigit() and int(part) > 0:
+            sizes.append(min(int(part), len(pool)))
+        else:
+            raise EdgeeffError(f"--counts takes positive numbers or 'all', got {part!r}")
+    sizes = sorted(set(sizes))
+    chosen = sweep.methods_for(target, [m.strip() for m in methods.split(",")] if methods else None)
+    for path in (json_path, plot_path):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise EdgeeffError(f"cannot write {path}: its folder does not exist")
+    console = Console(stderr=True)
+    check = sweep.preprocessing_check(v.name, weights, pool)
+    verdict = "identical" if check["identical"] else f"DIFFERENT (max |logit diff| {check['max_abs_logit_diff']:.3g})"
+    console.print(f"calibration vs evaluation preprocessing on {check['images']} images, fp32 logits: {verdict}")
+    root, cleanup = sens.trial_root(None)
+    try:
+        with step_progress(console) as say:
+            rows = sweep.sweep(v.name, target, weights, calibration, images, sizes, chosen, seed, root, say)
+    finally:
+        cleanup()
+    title = f"{v.name} ({weights}) {target}: calibration size and method, {rows[0]['images']} evaluation images"
+    columns = [("method", "method"), ("count", "calib images"), ("agreement", "agreement"), ("cosine", "cosine"), ("snr_db", "SNR dB"),
+               ("top1", "top-1"), ("top1_fp32", "fp32 top-1"), ("convert_seconds", "convert s")]
+    report.print_table(rows, [c for c in columns if any(r.get(c[0]) is not None for r in rows)], title=title)
+    if json_path:
+        report.write_json(json_path, rows, preprocessing_check=check, variant=v.name, weights=weights, target=target)
+    if plot_path:
+        sweep.plot(rows, plot_path, title)
+    if not check["identical"]:
+        sys.exit(1)
 
 
 @main.command(name="eval")

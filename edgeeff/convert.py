@@ -48,7 +48,9 @@ def compare_outputs(ref: np.ndarray, out: np.ndarray) -> dict:
     """Figures of an artifact's logits against the reference logits, image by image."""
     cos = np.sum(ref * out, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1) + 1e-12)
     max_diff = float(np.abs(ref - out).max())
+    noise = float(np.sum((ref - out) ** 2))
     return {
+        "snr_db": float(10 * np.log10(float(np.sum(ref**2)) / noise)) if noise > 0 else float("inf"),
         "images": len(ref),
         "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean()),
         "mean_cosine": float(cos.mean()),
@@ -161,7 +163,7 @@ def convert(
     out_root = Path(out) if out is not None else Path("edgeeff-out")
     dest = out_root / f"{v.name.replace(':', '_').replace('=', '').replace(',', '_')}-{spec.name}"
 
-    _check_writable(out_root)  # before minutes of work, not after
+    check_writable(out_root)  # before minutes of work, not after
 
     say(f"building {v.name}")
     model = build(v, weights=weights, classifier_activation=None)
@@ -223,7 +225,7 @@ def convert(
         runner = load_runner(spec, staging / details.get("cpu_twin", artifact.name), threads=None)
         vsamples = eval_samples or validation_samples(None, calib.samples if calib else ())
         figures = validate(runner, model, spec, vsamples, v.resolution, card, trained=choice.label != "none")
-        if spec.precision == "int8" and details.get("fully_integer") is False:
+        if spec.precision == "int8" and details.get("fully_integer") is False and not options.get("float_blocks"):
             figures["failures"].append(f"{len(details['float_ops'])} op(s) left in float: {', '.join(details['float_ops'][:3])}")
         files = sorted(p for p in staging.iterdir() if p.is_file())
         meta = {
@@ -260,7 +262,7 @@ def convert(
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check_writable(out_root: Path) -> None:
+def check_writable(out_root: Path) -> None:
     try:
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -75,3 +75,31 @@ def to_markdown(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str
     for row in rows:
         lines.append("| " + " | ".join(fmt(row.get(k)) for k, _ in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def new_axes(figsize: tuple[float, float]):
+    """A headless matplotlib figure and axes (Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize, dpi=120)
+
+
+def save_png(fig, ax, path: str | Path, title: str, legend: bool = True) -> Path:
+    """Title, grid, legend, then an atomic write (temp file + rename) of the PNG."""
+    import matplotlib.pyplot as plt
+
+    from edgeeff import fsio
+
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with fsio.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -91,15 +91,15 @@ TARGETS: dict[str, TargetSpec] = {
         TargetSpec("tflite-fp32", "tflite", "fp32", ".tflite", _TFLITE, "tflite"),
         TargetSpec("tflite-fp16", "tflite", "fp16", ".tflite", _TFLITE, "tflite"),
         TargetSpec("tflite-dynamic", "tflite", "dynamic", ".tflite", _TFLITE, "tflite"),
-        TargetSpec("tflite-int8", "tflite", "int8", ".tflite", _TFLITE, "tflite", ("io_dtype",)),
+        TargetSpec("tflite-int8", "tflite", "int8", ".tflite", _TFLITE, "tflite", ("io_dtype", "float_blocks")),
         TargetSpec("tflite-edgetpu", "tflite", "int8", "_edgetpu.tflite", _TFLITE, "tflite", ("io_dtype",),
                    tools=(("edgetpu_compiler", "install edgetpu-compiler from Coral's apt repository, x86-64 Linux only "
                            "(https://coral.ai/docs/edgetpu/compiler/)"),), accelerator="edgetpu"),
         TargetSpec("onnx-fp32", "onnx", "fp32", ".onnx", _ONNX, "onnx"),
-        TargetSpec("onnx-int8", "onnx", "int8", ".onnx", _ONNX, "onnx", ("calibration_method", "quant_types")),
+        TargetSpec("onnx-int8", "onnx", "int8", ".onnx", _ONNX, "onnx", ("calibration_method", "quant_types", "float_blocks")),
         TargetSpec("openvino-fp32", "openvino", "fp32", ".xml", _OV, "openvino"),
         TargetSpec("openvino-fp16", "openvino", "fp16", ".xml", _OV, "openvino"),
-        TargetSpec("openvino-int8", "openvino", "int8", ".xml", _OV + ("nncf",), "openvino", ("preset", "fast_bias_correction", "overflow_fix")),
+        TargetSpec("openvino-int8", "openvino", "int8", ".xml", _OV + ("nncf",), "openvino", ("preset", "fast_bias_correction", "overflow_fix", "float_blocks")),
     )
 }
 

@@ -54,6 +54,21 @@ def preprocessing_nodes(path: Path) -> list[str]:
     return [n.name for n in graph.node if f"/{PREPROCESS_LAYER}" in n.name or n.name.startswith(PREPROCESS_LAYER)]
 
 
+def block_node_names(model, path: Path, blocks: list[str]) -> list[str]:
+    """ONNX nodes of the given Keras blocks (their names keep the Keras layer names), for
+    quantize_static's ``nodes_to_exclude``."""
+    import onnx
+
+    from edgeeff import blockmap
+
+    layers = blockmap.layers_of(model, blockmap.check_units(model, blocks))
+    graph = onnx.load(str(path), load_external_data=False).graph
+    names = [n.name for n in graph.node if blockmap.layer_in_name(n.name, layers)]
+    if not names:
+        raise EdgeeffError(f"no ONNX node belongs to {', '.join(blocks)}: cannot keep them in float")
+    return names
+
+
 def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict | None = None, saved_model: Path | None = None,
            progress=None) -> dict:
     options = options or {}
@@ -78,6 +93,8 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
         _to_onnx(model, fp32)
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         float_nodes = preprocessing_nodes(pre)
+        blocks = options.get("float_blocks") or []
+        block_nodes = block_node_names(model, pre, blocks) if blocks else []
         quantize_static(
             str(pre),
             str(dest),
@@ -89,7 +106,7 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
             reduce_range=reduce_range,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[method],
-            nodes_to_exclude=float_nodes,
+            nodes_to_exclude=float_nodes + block_nodes,
             extra_options={"CalibMovingAverage": False},
         )
     return {
@@ -97,6 +114,8 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
         "quant_format": "QDQ",
         "quant_types": types,
         "float_nodes": float_nodes,
+        "float_blocks": blocks,
+        "float_block_nodes": len(block_nodes),
         "activations": f"{activation} (asymmetric)",
         "weights": f"{weight} per-channel" + (" (7-bit range)" if reduce_range else ""),
         "calibration_method": method,

@@ -20,6 +20,24 @@ PRESETS = ("performance", "mixed")
 OVERFLOW_FIX = ("enable", "first_layer_only", "disable")
 
 
+def block_op_names(model, ov_model, blocks: list[str]) -> list[str]:
+    """OpenVINO op names of the convolutions and matmuls of the given Keras blocks, for NNCF's
+    IgnoredScope. The TF frontend renames ops, so they are matched to Keras layers by order and
+    output channels (``blockmap.match_weighted_ops``), not by name."""
+    from edgeeff import blockmap
+
+    ops = [op for op in ov_model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")]
+
+    def channels(op):
+        shape = op.get_output_partial_shape(0)
+        dim = shape[-1] if op.get_type_name() == "MatMul" else shape[1]
+        return dim.get_length() if dim.is_static else None
+
+    mapping = blockmap.match_weighted_ops(model, ops, channels)
+    layers = blockmap.layers_of(model, blockmap.check_units(model, blocks))
+    return [mapping[name] for name in mapping if name in layers]
+
+
 def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict | None = None, saved_model: Path | None = None,
            progress=None) -> dict:
     import openvino as ov
@@ -45,14 +63,17 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
             raise EdgeeffError(f"--overflow-fix must be one of {', '.join(OVERFLOW_FIX)}, got {overflow_fix!r}")
         fast = options.get("fast_bias_correction")
         fast = True if fast is None else bool(fast)
+        blocks = options.get("float_blocks") or []
+        ignored = block_op_names(model, ov_model, blocks) if blocks else []
         ov_model = nncf.quantize(
             ov_model,
             nncf_dataset(calibration, progress),
             preset=nncf.QuantizationPreset.PERFORMANCE if preset_name == "performance" else nncf.QuantizationPreset.MIXED,
             subset_size=len(calibration),
             fast_bias_correction=fast,
+            ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None,
             advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix(overflow_fix)),
         )
-        details.update({"preset": preset_name, "fast_bias_correction": fast, "overflow_fix": overflow_fix, "quantizer": versions("nncf")})
+        details.update({"float_blocks": blocks, "float_block_ops": len(ignored), "preset": preset_name, "fast_bias_correction": fast, "overflow_fix": overflow_fix, "quantizer": versions("nncf")})
     ov.save_model(ov_model, str(dest), compress_to_fp16=spec.precision == "fp16")
     return details

@@ -33,9 +33,15 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = io_dtype
         converter.inference_output_type = io_dtype
+    blocks = options.get("float_blocks") or []
     try:
         with native_stderr_muted():
-            flat = converter.convert()
+            if blocks:
+                flat = _selectively_quantized(tf, model, converter, saved_model, blocks, calibration)
+            else:
+                flat = converter.convert()
+    except EdgeeffError:
+        raise
     except Exception as exc:
         raise EdgeeffError(f"TFLite conversion failed: {str(exc).splitlines()[0][:200]}") from None
     dest.write_bytes(flat)
@@ -43,6 +49,8 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
     if spec.precision == "int8":
         details["float_ops"] = float_ops(dest)
         details["fully_integer"] = not details["float_ops"]
+        if blocks:
+            details["float_blocks"] = blocks
     if spec.accelerator == "edgetpu":
         details.update(compile_edgetpu(dest))
     return details
@@ -73,6 +81,27 @@ def compile_edgetpu(dest: Path) -> dict:
     return {"cpu_twin": twin.name, "edgetpu_ops": int(mapped.group(1)) if mapped else None,
             "cpu_ops_after_compile": int(on_cpu.group(1)) if on_cpu else None,
             "compiler": done.stdout.splitlines()[0] if done.stdout else "edgetpu_compiler"}
+
+
+def _selectively_quantized(tf, model, converter, saved_model: Path, blocks: list[str], calibration) -> bytes:
+    """Full-integer except the given Keras blocks: the converter's quantization debugger with a
+    deny-list of those blocks' op outputs (TFLite's own selective quantization), int8 input/output
+    kept. The deny-list names come from the float model's tensors, which keep the Keras layer names."""
+    from edgeeff import blockmap
+    from edgeeff.calibration.adapters import tflite_representative_dataset
+
+    layers = blockmap.layers_of(model, blockmap.check_units(model, blocks))
+    module, _ = tflite_module()
+    interp = module.Interpreter(model_content=tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert())
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    deny = sorted({names[i] for op in interp._get_ops_details() for i in op["outputs"] if blockmap.layer_in_name(names[i], layers)})
+    if not deny:
+        raise EdgeeffError(f"no TFLite op belongs to {', '.join(blocks)}: cannot keep them in float")
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=tflite_representative_dataset(calibration, None),
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=deny, fully_quantize=True))
+    return debugger.get_nondebug_quantized_model()
 
 
 def float_ops(path: Path) -> list[str]:

@@ -155,13 +155,28 @@ def test_devices_list_and_check(devices_file):
 
 
 def test_a_device_without_a_runtime_fails_with_the_pip_command(devices_file, artifacts, tmp_path):
+    """Two devices at once (concurrently): one row per device and target; the bare one fails alone."""
     report = tmp_path / "rows.json"
-    done = run_cli("bench", "--device", "bare", "--devices-file", str(devices_file), "--variant", TINY, "--weights", "none",
+    done = run_cli("bench", "--device", "loopback,bare", "--devices-file", str(devices_file), "--variant", TINY, "--weights", "none",
                    "--targets", "tflite-fp32", "--out", str(artifacts), *QUICK, "--json", str(report))
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.startswith("edgeeff:")]
     assert len(lines) == 1 and "-m pip install numpy ai-edge-litert" in lines[0] and "Traceback" not in done.stderr
-    assert "pip install" in json.loads(report.read_text())["rows"][0]["error"]
+    rows = {r["device"]: r for r in json.loads(report.read_text())["rows"]}
+    assert rows["loopback"]["median_ms"] > 0 and "pip install" in rows["bare"]["error"]
+
+
+def test_a_run_past_its_timeout_is_stopped_on_the_device(sshd, artifacts, tmp_path):
+    devices = tmp_path / "devices.toml"
+    devices.write_text(_entry("hasty", sshd, run_timeout=4))
+    report = tmp_path / "rows.json"
+    done = run_cli("bench", "--device", "hasty", "--devices-file", str(devices), "--variant", TINY, "--weights", "none",
+                   "--targets", "tflite-fp32", "--out", str(artifacts), "--rounds", "1", "--warmup-runs", "2", "--warmup-seconds", "0",
+                   "--min-runs", "5", "--min-seconds", "30", "--json", str(report))
+    assert done.returncode == 1
+    assert "longer than 4 s" in json.loads(report.read_text())["rows"][0]["error"]
+    time.sleep(1)
+    assert subprocess.run(["pgrep", "-f", "devicekit.py measure"], capture_output=True).returncode == 1  # killed there too
 
 
 @pytest.mark.parametrize("entry, needle", [

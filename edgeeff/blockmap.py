@@ -1,0 +1,95 @@
+"""Blocks of the network by their Keras names, and the way back from a backend's node names.
+
+edgeeff owns the model definition, so every layer has a Keras Applications name
+(``block4b_expand_conv``, ``block4b_se_reduce``, ``top_conv``). A *unit* is what a user reasons
+about: ``stem``, each MBConv/Fused-MBConv block (``block4b``), its squeeze-excitation part
+(``block4b_se``, where the family has SE) and ``head``. The preprocessing layer is never a unit: it
+always stays in float. Backends keep the Keras layer name inside their node names
+(``lite0_1/block4b_expand_conv_1/convolution`` in ONNX and TFLite); OpenVINO's TF frontend drops
+them, so its nodes are matched by structure instead (:func:`match_weighted_ops`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+from edgeeff.errors import EdgeeffError
+
+_BLOCK = re.compile(r"^(block\d+[a-z])(_se)?_")
+_HEAD = ("top_", "avg_pool", "predictions", "head_")
+_SUFFIX = re.compile(r"_\d+$")
+
+
+def unit_of(layer: str) -> str | None:
+    if layer.startswith("stem_"):
+        return "stem"
+    match = _BLOCK.match(layer)
+    if match:
+        return match.group(1) + (match.group(2) or "")
+    if layer.startswith(_HEAD):
+        return "head"
+    return None
+
+
+def units(model) -> list[str]:
+    """Units in network order (stem, block1a, [block1a_se,] ..., head)."""
+    seen: list[str] = []
+    for layer in model.layers:
+        unit = unit_of(layer.name)
+        if unit and unit not in seen:
+            seen.append(unit)
+    return seen
+
+
+def check_units(model, chosen: Iterable[str]) -> list[str]:
+    known = units(model)
+    chosen = list(dict.fromkeys(chosen))
+    unknown = [u for u in chosen if u not in known]
+    if unknown:
+        raise EdgeeffError(f"unknown block(s) {', '.join(unknown)}; this model has: {', '.join(known)}")
+    return chosen
+
+
+def layers_of(model, chosen: Iterable[str]) -> set[str]:
+    """Keras layer names inside the chosen units; a block includes its SE part."""
+    chosen = set(chosen)
+    out = set()
+    for layer in model.layers:
+        unit = unit_of(layer.name)
+        if unit and (unit in chosen or unit.removesuffix("_se") in chosen):
+            out.add(layer.name)
+    return out
+
+
+def layer_in_name(node_name: str, layer_names: set[str]) -> str | None:
+    """The Keras layer a backend node or tensor belongs to: a path component of its name, less the
+    ``_1`` suffix that Keras 3's export adds (``lite0_1/block4b_dwconv_1/depthwise``)."""
+    for name in node_name.split(";"):
+        for part in name.split("/"):
+            for candidate in (part, _SUFFIX.sub("", part)):
+                if candidate in layer_names:
+                    return candidate
+    return None
+
+
+def weighted_layers(model) -> list[tuple[str, int]]:
+    """(name, output channels) of the layers that carry weights, in network order."""
+    import keras
+
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    return [(layer.name, int(layer.output.shape[-1])) for layer in model.layers if isinstance(layer, kinds)]
+
+
+def match_weighted_ops(model, ops: Sequence, channels_of) -> dict[str, str]:
+    """Keras weighted layer name -> backend op name, by order and checked by output channels. The
+    backend's ops must be its convolutions and matmuls in topological order."""
+    layers = weighted_layers(model)
+    if len(layers) != len(ops):
+        raise EdgeeffError(f"cannot map blocks onto this graph: {len(layers)} Keras weighted layers, {len(ops)} backend ops")
+    mapping = {}
+    for (name, channels), op in zip(layers, ops):
+        if channels_of(op) not in (channels, None):
+            raise EdgeeffError(f"cannot map blocks onto this graph: {name} has {channels} channels, its match {channels_of(op)}")
+        mapping[name] = op.get_friendly_name()
+    return mapping

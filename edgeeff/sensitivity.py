@@ -1,0 +1,235 @@
+"""Which blocks of EfficientNet suffer from int8, the same way on every backend, and the fewest to
+keep in float to meet a budget.
+
+Both questions are answered with real conversions: each trial is an ordinary ``convert()`` of the
+target with the conversion option ``float_blocks`` (each backend turns it into its own form:
+onnxruntime ``nodes_to_exclude``, NNCF ``IgnoredScope``, the TFLite quantization debugger's
+deny-list), validated against the Keras fp32 model on the evaluation images. Trials live in a
+temporary folder; only the chosen artifact is published.
+
+* ``sensitivity``: per unit (``edgeeff.blockmap``), ``keep-float`` (everything int8 but this unit:
+  the error it removes) or ``quantize-alone`` (only this unit int8: the error it causes), with
+  top-1 agreement, mean cosine and SNR of the logits against fp32.
+* ``within_budget``: plain int8 first; if it misses the budget, units are kept in float in order of
+  sensitivity until the budget holds, and the latency cost of each step is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from edgeeff import fsio
+from edgeeff.errors import EdgeeffError
+
+Say = Callable[..., None]
+MODES = ("keep-float", "quantize-alone")
+
+
+class BudgetError(EdgeeffError):
+    """The budget cannot be met or cannot be measured; nothing was published."""
+
+
+def _figures(meta: dict) -> dict:
+    v = meta["validation"]
+    row = {"agreement": v["top1_agreement"], "cosine": v["mean_cosine"], "snr_db": v.get("snr_db"), "images": v["images"]}
+    if "top1_artifact" in v:
+        row.update({"top1": v["top1_artifact"], "top1_fp32": v["top1_keras"], "drop_points": (v["top1_keras"] - v["top1_artifact"]) * 100})
+    return row
+
+
+class Trials:
+    """Conversions of one (variant, weights, target, calibration, images) with different float blocks."""
+
+    def __init__(self, variant: str, target: str, weights: str | None, images: str | Path, calibration: str | Path | None,
+                 calibration_count: int | None, seed: int, options: dict | None, root: Path, say: Say) -> None:
+        from edgeeff.targets.base import TARGETS, get_target
+
+        self.spec = get_target(target)
+        if self.spec.precision != "int8" or "float_blocks" not in self.spec.options:
+            int8 = [t.name for t in TARGETS.values() if "float_blocks" in t.options]
+            raise EdgeeffError(f"{target} has no int8 mode to keep blocks out of; use one of {', '.join(int8)}")
+        self.args = dict(variant=variant, target=target, weights=weights, images=images, calibration=calibration,
+                         calibration_count=calibration_count, seed=seed)
+        self.options = {k: v for k, v in (options or {}).items() if v is not None}
+        self.root = root
+        self.say = say
+        self.count = 0
+
+    def run(self, blocks: list[str], label: str) -> dict:
+        from edgeeff.convert import convert
+
+        self.count += 1
+        options = {**self.options, **({"float_blocks": list(blocks)} if blocks else {})}
+        self.say(f"trial {self.count}: {label}")
+        return convert(**self.args, out=self.root / f"trial-{self.count}", options=options, require_valid=False)
+
+
+    def run_float(self, target: str) -> dict:
+        """The same variant and weights at a float target (the speedup's denominator)."""
+        from edgeeff.convert import convert
+
+        self.count += 1
+        self.say(f"trial {self.count}: {target} for the speedup")
+        return convert(self.args["variant"], target, weights=self.args["weights"], out=self.root / f"trial-{self.count}",
+                       images=self.args["images"], require_valid=False)
+
+
+def model_units(variant: str, weights: str | None) -> list[str]:
+    from edgeeff import blockmap
+    from edgeeff.api import build
+
+    return blockmap.units(build(variant, weights=weights, classifier_activation=None))
+
+
+def sensitivity(trials: Trials, units: list[str], mode: str = "keep-float") -> dict:
+    """One row per unit: its figures and the change against plain int8 (positive = it matters)."""
+    if mode not in MODES:
+        raise EdgeeffError(f"--mode must be one of {', '.join(MODES)}")
+    base = _figures(trials.run([], "plain int8"))
+    rows = []
+    for unit in units:
+        blocks = [unit] if mode == "keep-float" else [u for u in units if u != unit]
+        figures = _figures(trials.run(blocks, f"{unit} ({mode})"))
+        sign = 1 if mode == "keep-float" else -1  # keep-float: error removed; quantize-alone: error caused
+        row = {"block": unit, **figures,
+               "delta_agreement": sign * (figures["agreement"] - base["agreement"]),
+               "delta_cosine": sign * (figures["cosine"] - base["cosine"]) if mode == "keep-float" else 1 - figures["cosine"],
+               "delta_snr_db": sign * (figures["snr_db"] - base["snr_db"]) if mode == "keep-float" else -figures["snr_db"]}
+        rows.append(row)
+    ranking = [r["block"] for r in sorted(rows, key=lambda r: (r["delta_snr_db"], r["delta_agreement"]), reverse=True)]
+    return {"mode": mode, "target": trials.spec.name, "plain_int8": base, "rows": rows, "ranking": ranking}
+
+
+def smallest_measurable_drop(images: int) -> float:
+    """One image of n, in top-1 points: a budget below it cannot be told from zero."""
+    return 100.0 / images
+
+
+def check_budget_resolution(images: int, max_drop: float | None) -> None:
+    if max_drop is not None and max_drop < smallest_measurable_drop(images):
+        raise BudgetError(f"--max-drop {max_drop:g} is finer than {images} evaluation images can measure (one image = "
+                          f"{smallest_measurable_drop(images):.2f} points); use at least {math.ceil(100 / max_drop)} labelled images")
+
+
+def _meets(figures: dict, max_drop: float | None, min_agreement: float | None) -> bool:
+    if max_drop is not None and figures["drop_points"] > max_drop + 1e-9:
+        return False
+    return min_agreement is None or figures["agreement"] >= min_agreement
+
+
+QUICK = dict(warmup_runs=5, warmup_seconds=0.5, min_runs=30, min_seconds=2.0)
+
+
+def _latency(meta: dict, threads: int | None) -> float | None:
+    from edgeeff.measure import Schedule, measure_in_subprocess
+
+    return measure_in_subprocess(meta["path"], threads, 1, Schedule(**QUICK)).get("median_ms")
+
+
+def _interleaved(metas: list[dict], threads: int | None, say: Say, rounds: int = 3) -> list[float | None]:
+    from statistics import median
+
+    from edgeeff.measure import Schedule, measure_in_subprocess
+
+    runs: list[list[float]] = [[] for _ in metas]
+    for number in range(rounds):
+        say("measuring fp32, plain int8 and the result side by side", number, rounds)
+        for i, meta in enumerate(metas):
+            ms = measure_in_subprocess(meta["path"], threads, 1, Schedule(**QUICK)).get("median_ms")
+            if ms:
+                runs[i].append(ms)
+    return [median(r) if r else None for r in runs]
+
+
+def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreement: float | None, ranking: list[str] | None = None,
+                  threads: int | None = None) -> dict:
+    """Plain int8 if it meets the budget; else the fewest units in float (in sensitivity order)
+    that do. Publishes the chosen artifact to ``out`` with a ``budget`` record; raises BudgetError
+    (publishing nothing) when even every unit in float misses."""
+    from edgeeff.convert import _publish
+
+    from edgeeff.data import list_samples
+
+    samples = list_samples(trials.args["images"])
+    if max_drop is not None and any(s.label is None for s in samples):
+        raise BudgetError("--max-drop needs labelled evaluation images (synset in the file name, or label<TAB>path)")
+    check_budget_resolution(len(samples), max_drop)
+    steps = []
+    meta = trials.run([], "plain int8")
+    figures = _figures(meta)
+    steps.append({"float_blocks": [], **figures, "median_ms": _latency(meta, threads)})
+    chosen: list[str] = []
+    trial_metas = [meta]
+    if not _meets(figures, max_drop, min_agreement):
+        every = model_units(trials.args["variant"], trials.args["weights"])
+        if ranking is None:
+            ranking = sensitivity(trials, every)["ranking"]
+        unknown = [u for u in ranking if u not in every]
+        if unknown:
+            raise BudgetError(f"the ranking names block(s) this model lacks: {', '.join(unknown)}; rerun `edgeeff sensitivity` for it")
+        for unit in ranking:
+            chosen.append(unit)
+            meta = trials.run(list(chosen), f"float: {', '.join(chosen)}")
+            figures = _figures(meta)
+            steps.append({"float_blocks": list(chosen), **figures, "median_ms": _latency(meta, threads)})
+            trial_metas.append(meta)
+            if _meets(figures, max_drop, min_agreement):
+                break
+        else:
+            scope = "every block" if set(ranking) >= set(every) else f"all {len(ranking)} ranked blocks"
+            raise BudgetError(f"the budget ({_budget_text(max_drop, min_agreement)}) cannot be met even with {scope} in float "
+                              f"(drop {figures.get('drop_points', float('nan')):+.2f} points, agreement {figures['agreement']:.1%}); "
+                              "nothing was written")
+    fp32 = trials.run_float(f"{trials.spec.backend}-fp32")
+    # The comparison that matters, measured side by side: fp32, plain int8 and the chosen artifact in
+    # interleaved rounds (one fresh process each), medians over rounds.
+    fp32_ms, plain_ms, final_ms = _interleaved([fp32, trial_metas[0], meta], threads, trials.say)
+    budget = {"max_drop_points": max_drop, "min_agreement": min_agreement, "float_blocks": chosen, "steps": steps,
+              "plain_int8_median_ms": plain_ms, "median_ms": final_ms, "fp32_median_ms": fp32_ms,
+              "latency_cost_ms": final_ms - plain_ms if plain_ms and final_ms else None,
+              "speedup_plain_int8": fp32_ms / plain_ms if fp32_ms and plain_ms else None,
+              "speedup_budgeted": fp32_ms / final_ms if fp32_ms and final_ms else None,
+              "speedup_kept": (plain_ms / final_ms) if plain_ms and final_ms else None,
+              "measured_on": "this machine: steps once each; fp32, plain int8 and the result in 3 interleaved rounds, fresh processes"}
+    folder = Path(meta["path"])
+    meta.pop("path", None)
+    meta["budget"] = budget
+    fsio.write_text(folder / "edgeeff.json", json.dumps(meta, indent=2, default=str) + "\n")
+    dest = out / folder.name
+    out.mkdir(parents=True, exist_ok=True)
+    _publish(folder, dest)
+    meta["path"] = str(dest)
+    return meta
+
+
+def _budget_text(max_drop: float | None, min_agreement: float | None) -> str:
+    parts = ([f"top-1 drop <= {max_drop:g} points"] if max_drop is not None else []) + (
+        [f"agreement >= {min_agreement:.1%}"] if min_agreement is not None else [])
+    return " and ".join(parts)
+
+
+def trial_root(out: Path | None) -> tuple[Path, Callable[[], None]]:
+    """A temporary folder for trials (beside ``out`` so publishing is a rename) and its cleanup."""
+    base = Path(out) if out is not None else Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=".edgeeff-trials-", dir=base))
+    return root, lambda: shutil.rmtree(root, ignore_errors=True)
+
+
+def bar_chart(result: dict, path: str | Path, title: str) -> Path:
+    """Horizontal bars: the SNR change per block (network order), written atomically."""
+    from edgeeff import report
+
+    rows = result["rows"]
+    fig, ax = report.new_axes((7, max(3.0, 0.28 * len(rows) + 1)))
+    names = [r["block"] for r in rows][::-1]
+    values = [r["delta_snr_db"] for r in rows][::-1]
+    ax.barh(names, values, color=["tab:red" if v > 0 else "tab:grey" for v in values])
+    label = "SNR gained by keeping the block in float (dB)" if result["mode"] == "keep-float" else "-SNR with only this block in int8 (dB)"
+    ax.set_xlabel(label)
+    return report.save_png(fig, ax, path, title, legend=False)

