@@ -107,6 +107,7 @@ def plot(rows: list[dict], dest: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -119,6 +120,8 @@ def plot(rows: list[dict], dest: Path) -> None:
     axes[2].step(epochs, [r["image_size"] for r in rows], where="mid", marker="o")
     axes[2].set_title("training image size (px)")
     axes[2].set_xlabel("epoch")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     with fsio.atomic_path(dest, suffix=".png", keep_suffix=True) as tmp:
         fig.savefig(tmp, format="png", dpi=90)

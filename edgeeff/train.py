@@ -13,8 +13,9 @@ Distribution is TensorFlow's own ``tf.distribute``: the model and optimizer are 
 per replica; the pipeline batches ``global = batch * replicas``; the learning rate is scaled
 linearly, ``lr = base_lr * global / 256`` (Goyal et al. 2017). ``mirrored`` uses the GPUs of one
 machine (or ``--cpu-replicas N`` logical CPU devices, which is how the tests exercise it);
-``multi-worker`` reads the standard ``TF_CONFIG`` and shards the data by batch across workers
-(Keras's auto-shard policy for a dataset built from file names).
+``multi-worker`` reads the standard ``TF_CONFIG``; the training data is sharded with tf.data's
+``DATA`` policy (every worker runs the pipeline and keeps its 1/N share of the batches), the only
+policy that fits a dataset built from a list of file names.
 """
 
 from __future__ import annotations
@@ -94,13 +95,14 @@ def convert_spec(variant: str, size: int) -> str:
     return f"{base}:{','.join([*kept, f'resolution={size}'])}"
 
 
-def _pretrained(variant, weights: str):
-    """Weights to start from, as (choice, {layer name: arrays}) from a model built the usual way."""
+def _pretrained(variant, weights: str, needed: bool = True):
+    """Weights to start from, as (choice, {layer name: arrays}) from a model built the usual way;
+    not loaded when a resumed checkpoint replaces them anyway (the choice still gives preprocessing)."""
     from edgeeff.api import build, choose_weights
     from edgeeff.weights.loaders import weights_of_model
 
     choice = choose_weights(variant, weights)
-    if choice.card is None and choice.path is None:
+    if not needed or (choice.card is None and choice.path is None):
         return choice, None
     return choice, weights_of_model(build(variant, weights=weights, classifier_activation=None))
 
@@ -117,11 +119,11 @@ def _fill(model, table: dict) -> None:
 
 def _observe(pipe, model) -> dict:
     """What the stage really runs with, read from the pipeline's own batch and layers and the model."""
+    from edgeeff.schedule import MAGNITUDE_SCALE
+
     images, labels = next(iter(pipe.dataset.take(1)))
     dropout = model.get_layer(DROPOUT_LAYER).rate if any(l.name == DROPOUT_LAYER for l in model.layers) else 0.0
     factor = float(pipe.randaugment.factor[1]) if pipe.randaugment is not None else 0.0
-    from edgeeff.schedule import MAGNITUDE_SCALE
-
     return {
         "stage": pipe.settings.stage, "batch_shape": [int(d) for d in images.shape],
         "image_size": int(images.shape[1]), "randaugment_factor": round(factor, 6),
@@ -227,7 +229,8 @@ def train(run: PreparedRun, strategy: str = "default", cpu_replicas: int | None 
     global_batch = config.batch * replicas
     lr = config.base_lr * global_batch / 256
     v = resolve(config.variant)
-    choice, table = _pretrained(v, config.weights)
+    checkpoint = state.get("checkpoint") if resume else None
+    choice, table = _pretrained(v, config.weights, needed=checkpoint is None)
     num_classes = len(folder.classes)
     steps = max(1, len(folder.train) // global_batch)
     steps = min(steps, config.steps_per_epoch) if config.steps_per_epoch else steps
@@ -248,14 +251,14 @@ def train(run: PreparedRun, strategy: str = "default", cpu_replicas: int | None 
                       optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-5),
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-        if resume and state.get("checkpoint"):
-            model.load_weights(str(run_dir / state["checkpoint"]["weights"]))
-            rundir.load_optimizer(model.optimizer, run_dir / state["checkpoint"]["optimizer"], model.trainable_variables)
+        if checkpoint:
+            model.load_weights(str(run_dir / checkpoint["weights"]))
+            rundir.load_optimizer(model.optimizer, run_dir / checkpoint["optimizer"], model.trainable_variables)
 
     final = plan[-1].image_size
     val_ds = eval_pipeline(folder.val, num_classes, final, choice.preprocessing.crop_padding, global_batch)
-    holder = {"state": {**state, "distribution": {"strategy": strategy, "replicas": replicas, "global_batch": global_batch,
-                                                  "learning_rate": lr, "unreadable": [str(p) for p in folder.unreadable]}}}
+    holder = {"state": {**state, "unreadable_files": [str(p) for p in folder.unreadable],
+                        "distribution": {"strategy": strategy, "replicas": replicas, "global_batch": global_batch, "learning_rate": lr}}}
     start = holder["state"]["completed_epochs"]
     for stage in plan:
         if stage.end_epoch <= start:
@@ -287,7 +290,7 @@ def _finish(run_dir: Path, model, config: TrainConfig, folder, choice, state: di
         "preprocessing": {**choice.preprocessing.to_dict(), "input": "RGB 0-255, NHWC"},
         "val_accuracy": last.get("val_accuracy"), "epochs": state["completed_epochs"], "plan": state["plan"],
         "train_images": len(folder.train), "val_images": len(folder.val), "unreadable": len(folder.unreadable),
-        **state.get("distribution", {}),
+        "unreadable_files": [str(p) for p in folder.unreadable], **state.get("distribution", {}),
     }
     rundir.write_json(run_dir / RUN_CARD, card)
     return card

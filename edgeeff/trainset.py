@@ -172,6 +172,9 @@ def train_pipeline(items: list[tuple[Path, int]], num_classes: int, settings: St
     ds = ds.map(augment, num_parallel_calls=autotune).batch(global_batch, drop_remainder=True)
     if mixup is not None:
         ds = ds.map(mix, num_parallel_calls=autotune)
+    options = tf.data.Options()  # multi-worker: shard batches, not files (there is no file-reader op to shard)
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = ds.with_options(options)
     steps = max(1, len(items) // global_batch)
     if steps_per_epoch:
         steps = min(steps, steps_per_epoch)

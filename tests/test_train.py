@@ -98,6 +98,7 @@ def image_folder(sample_images, tmp_path_factory) -> Path:
         (root / name).mkdir()
         for p in paths:
             (root / name / p.name).symlink_to(p)
+    (root / "low" / "zz_broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")  # unreadable: counted and skipped
     return root
 
 
@@ -121,6 +122,8 @@ def test_stages_apply_their_settings_resume_continues_and_the_run_converts(image
     rows = json.loads((run / "metrics.json").read_text())
     assert [r["epoch"] for r in rows] == [1, 2, 3]  # continued at epoch 2, nothing repeated or lost
     assert [r["image_size"] for r in rows] == [32, 64, 64]
+    rates = [r["learning_rate"] for r in rows]
+    assert rates[0] > rates[1] > rates[2]  # the optimizer (and its step count) came back: the decay did not restart
     assert (run / "metrics.csv").read_text().count("\n") == 4 and (run / "training.png").stat().st_size > 1000
 
     # What each stage ran with, read back from its own pipeline batch, its augmentation layers and the model.
@@ -137,6 +140,7 @@ def test_stages_apply_their_settings_resume_continues_and_the_run_converts(image
 
     card = json.loads((run / "edgeeff-run.json").read_text())
     assert card["classes"] == ["high", "low", "mid"] and card["final_size"] == 64
+    assert (card["unreadable"], card["train_images"] + card["val_images"]) == (1, 30)
     assert card["convert_variant"] == f"{TINY},resolution=64"
     conv = run_cli("convert", "--variant", card["convert_variant"], "--weights", str(run), "--target", "tflite-fp32",
                    "--out", str(tmp_path / "conv"), "--json", str(tmp_path / "conv.json"))
