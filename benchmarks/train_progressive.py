@@ -128,6 +128,7 @@ def render() -> None:
                                                      ("steady_seconds_per_epoch", "s / epoch at that rate"),
                                                      ("first_epoch_seconds", "first epoch s (incl. tracing)")])]
     fsio.write_text(RESULTS / "train_progressive.md", "\n".join(lines))
+    fsio.write_text(RESULTS / "train_progressive.json", json.dumps(data, indent=2) + "\n")  # with the per-stage rows
 
 
 if __name__ == "__main__":
