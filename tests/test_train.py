@@ -142,6 +142,10 @@ def test_stages_apply_their_settings_resume_continues_and_the_run_converts(image
     assert card["classes"] == ["high", "low", "mid"] and card["final_size"] == 64
     assert (card["unreadable"], card["train_images"] + card["val_images"]) == (1, 30)
     assert card["convert_variant"] == f"{TINY},resolution=64"
+    photo = next(p for p in (image_folder / "mid").iterdir())
+    pred = run_cli("predict", str(photo), "--variant", card["convert_variant"], "--weights", str(run), "--top", "3")
+    assert pred.returncode == 0, pred.stderr
+    assert "mid" in pred.stdout and "high" in pred.stdout  # the run's own class names, not ImageNet's
     conv = run_cli("convert", "--variant", card["convert_variant"], "--weights", str(run), "--target", "tflite-fp32",
                    "--out", str(tmp_path / "conv"), "--json", str(tmp_path / "conv.json"))
     assert conv.returncode == 0, conv.stderr
