@@ -26,6 +26,7 @@ class WeightsChoice:
     card: WeightsCard | None
     path: Path | None
     preprocessing: PreprocessCard
+    classes: tuple[str, ...] | None = None  # a training run's own classes (``edgeeff train``), else ImageNet's
 
 
 def choose_weights(variant: Variant, weights: str | Path | None) -> WeightsChoice:
@@ -35,7 +36,8 @@ def choose_weights(variant: Variant, weights: str | Path | None) -> WeightsChoic
     path = Path(text).expanduser()
     looks_like_path = isinstance(weights, Path) or "/" in text or path.suffix.lower() in (".h5", ".keras", ".pth", ".pt")
     if path.exists() or looks_like_path:
-        return WeightsChoice(str(path), None, path, _sidecar_preprocessing(path) or default_preprocessing(variant))
+        return WeightsChoice(str(path), None, path, _sidecar_preprocessing(path) or default_preprocessing(variant),
+                             _run_classes(path, variant))
     card = find_card(text, variant)
     return WeightsChoice(card.name, card, None, card.preprocessing)
 
@@ -48,6 +50,25 @@ def _sidecar_preprocessing(path: Path) -> PreprocessCard | None:
     if sidecar.is_file():
         return PreprocessCard.from_dict(json.loads(sidecar.read_text()))
     return None
+
+
+RUN_CARD = "edgeeff-run.json"  # written by ``edgeeff train`` beside the run's final weights
+
+
+def _run_classes(path: Path, variant: Variant) -> tuple[str, ...] | None:
+    """The class names of a training run directory, after checking it holds this architecture."""
+    import json
+
+    from edgeeff.errors import WeightsError
+
+    card = path / RUN_CARD
+    if not (path.is_dir() and card.is_file()):
+        return None
+    run = json.loads(card.read_text())
+    trained = resolve(run["variant"])
+    if (trained.member, trained.width, trained.depth) != (variant.member, variant.width, variant.depth):
+        raise WeightsError(f"{path} was trained as {run['variant']!r}, not {variant.name!r}; use --variant {run['convert_variant']!r}")
+    return tuple(run["classes"])
 
 
 def build(
@@ -78,6 +99,8 @@ def build(
         # Random init is seeded: a random-weights model must be rebuildable, so that an artifact
         # converted from it can be compared with its reference later (eval, the CI gate).
         keras.utils.set_random_seed(random_seed)
+    if choice.classes:
+        num_classes = len(choice.classes)
     model = build_model(v, mean=pre.mean, std=pre.std, num_classes=num_classes, classifier_activation=classifier_activation)
     if choice.card is not None:
         load_card(model, choice.card)

@@ -114,18 +114,21 @@ def build_model(
     classifier_activation: str | None = "softmax",
     include_top: bool = True,
     dropout: float | None = None,
+    dynamic_size: bool = False,
 ) -> "keras.Model":
     """Build ``variant`` as a Keras functional model taking (N, H, W, 3) RGB pixels in 0-255.
 
     ``mean``/``std`` are per-channel, in pixel units: the graph computes ``(x - mean) / std``.
     ``dropout`` overrides the variant's classifier dropout (progressive training changes it).
+    ``dynamic_size`` leaves height and width open, so one model trains at every stage's image size
+    (progressive learning) and keeps its optimizer state across stages.
     """
     import keras
 
     ctx = _Ctx(variant)
     layers = keras.layers
     res = variant.resolution
-    inputs = keras.Input(shape=(res, res, 3), name="image")
+    inputs = keras.Input(shape=(None, None, 3) if dynamic_size else (res, res, 3), name="image")
     scale = [1.0 / s for s in std]
     offset = [-m / s for m, s in zip(mean, std)]
     x = layers.Rescaling(scale=scale, offset=offset, name=PREPROCESS_LAYER)(inputs)

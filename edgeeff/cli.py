@@ -42,7 +42,7 @@ class Group(click.Group):
     """Turns project errors into one line and an exit code."""
 
     def resolve_command(self, ctx, args):
-        if args and args[0] not in ("targets", "split", "devices"):
+        if args and args[0] not in ("targets", "split", "devices", "train"):  # train imports it after checking its input
             quiet_tensorflow_import()  # before the command imports it, so its start-up lines stay muted
         return super().resolve_command(ctx, args)
 
@@ -679,6 +679,84 @@ def check(config_path: Path | None, update_baseline: bool, json_path: str | None
             click.echo(f"edgeeff: check failed: {failure}", err=True)
         sys.exit(1)
     click.echo("gate passed")
+
+
+TRAIN_SETTINGS = ("variant", "data", "val", "val_fraction", "epochs", "stages", "schedule", "min_size", "max_size", "settings",
+                  "weights", "batch", "lr", "steps_per_epoch", "cache", "seed")
+
+
+@main.command()
+@click.option("--variant", default="v2-s", show_default=True, help="Variant name, with overrides (v2-b0:width=0.25,depth=0.25).")
+@click.option("--data", type=click.Path(path_type=Path), default=None, help="Folder with one sub-folder of images per class.")
+@click.option("--val", type=click.Path(path_type=Path), default=None, help="Validation folder (same class sub-folders). Default: a seeded split of --data.")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Share of each class held out when there is no --val.")
+@click.option("--epochs", type=int, default=40, show_default=True)
+@click.option("--stages", type=int, default=4, show_default=True, help="Progressive-learning stages (1: fixed-size training).")
+@click.option("--schedule", default="paper", show_default=True, help="Named schedule: paper or official (see README, Train).")
+@click.option("--min-size", type=int, default=None, help="First stage's image size (overrides the schedule).")
+@click.option("--max-size", type=int, default=None, help="Last stage's image size, also the evaluation size.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Override a schedule end: min_magnitude, max_magnitude, min_mixup, max_mixup, min_dropout, max_dropout, multiple.")
+@click.option("--weights", default="none", show_default=True, help="Start from: none, imagenet, a card name, a file, or a run directory.")
+@click.option("--batch", type=click.IntRange(1), default=32, show_default=True, help="Images per replica per step.")
+@click.option("--lr", type=float, default=0.008, show_default=True, help="Learning rate per 256 images of global batch (scaled linearly).")
+@click.option("--steps-per-epoch", type=click.IntRange(1), default=None, help="Cap the steps per epoch (quick runs).")
+@click.option("--cache", is_flag=True, help="Keep decoded, resized images in memory (small data sets).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker"]), default="default", show_default=True,
+              help="tf.distribute strategy: mirrored = this machine's GPUs, multi-worker = TF_CONFIG cluster.")
+@click.option("--cpu-replicas", type=click.IntRange(1, 64), default=None, help="Split the CPU into N logical devices (tests mirrored without GPUs).")
+@click.option("--out", "run_dir", type=click.Path(path_type=Path), default=None, help="Run directory (checkpoints, metrics, final model).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out after its last completed epoch, with its saved settings.")
+@click.option("--dry-run", is_flag=True, help="Print the per-stage schedule and stop.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the stage table (dry run) or run card as JSON.")
+@click.pass_context
+def train(ctx, variant, data, val, val_fraction, epochs, stages, schedule, min_size, max_size, settings, weights, batch, lr,
+          steps_per_epoch, cache, seed, strategy, cpu_replicas, run_dir, resume, dry_run, json_path) -> None:
+    """Train with EfficientNetV2 progressive learning: image size and regularisation grow stage by stage."""
+    from rich.console import Console
+
+    from edgeeff import report
+    from edgeeff.train import TrainConfig, prepare_run, train as run_train
+
+    overrides = {k: v for k, v in (("min_size", min_size), ("max_size", max_size)) if v is not None}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise EdgeeffError(f"--set needs KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    config = TrainConfig(variant=variant, data=str(data), epochs=epochs, stages=stages, schedule=schedule, overrides=overrides,
+                         val=str(val) if val else None, val_fraction=val_fraction, weights=weights, batch=batch, base_lr=lr,
+                         steps_per_epoch=steps_per_epoch, cache=cache, seed=seed)
+    if dry_run:
+        rows = [s.to_dict() for s in config.plan()]
+        columns = [("stage", "stage"), ("epochs", "epochs"), ("image_size", "image size"), ("magnitude", "RandAugment magnitude"),
+                   ("mixup", "mixup alpha"), ("dropout", "dropout")]
+        report.print_table(rows, columns, title=f"{variant}: {schedule} schedule, {stages} stages, {epochs} epochs")
+        if json_path:
+            report.write_json(json_path, rows, variant=variant, schedule=schedule, overrides=overrides)
+        return
+    if run_dir is None:
+        raise EdgeeffError("give --out RUN_DIR (where checkpoints, metrics and the final model go)")
+    if resume:
+        given = [name for name in TRAIN_SETTINGS if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise EdgeeffError(f"--resume continues with the run's saved settings; drop --{given[0].replace('_', '-')}")
+    elif data is None:
+        raise EdgeeffError("give --data DIR: a folder with one sub-folder of images per class")
+    prepared = prepare_run(None if resume else config, run_dir, resume)  # bad input fails here, before TensorFlow starts
+    quiet_tensorflow_import()
+    console = Console(stderr=True)
+    try:
+        card = run_train(prepared, strategy=strategy, cpu_replicas=cpu_replicas, console=console)
+    except KeyboardInterrupt:
+        fail(f"interrupted; {run_dir} keeps the last completed epoch: continue with edgeeff train --resume --out {run_dir}", 130)
+    rows = [{"field": k, "value": card[k]} for k in ("variant", "epochs", "final_size", "val_accuracy", "train_images", "val_images",
+                                                     "unreadable", "replicas", "global_batch", "learning_rate")]
+    report.print_table(rows, [("field", "field"), ("value", "value")], title=f"Trained {len(card['classes'])} classes")
+    if json_path:
+        report.write_json(json_path, [card])
+    click.echo(f"run: {run_dir}  (edgeeff convert --variant '{card['convert_variant']}' --weights {run_dir} --target tflite-fp32)")
 
 
 @main.command()

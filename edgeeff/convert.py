@@ -24,6 +24,7 @@ from edgeeff.fsio import sha256_of
 from edgeeff.data import Sample, bundled_photos, list_samples
 from edgeeff.errors import EdgeeffError, ValidationError
 from edgeeff.targets.base import TargetSpec, check_options, get_target, load_runner
+from edgeeff.weights.loaders import weights_file
 
 Progress = Callable[[str, Optional[int], Optional[int]], None]
 
@@ -169,8 +170,8 @@ def convert(
     model = build(v, weights=weights, classifier_activation=None)
     choice = model.edgeeff_weights
     card = choice.preprocessing
-    if choice.path is not None and Path(choice.path).is_file():
-        weights_sha = sha256_of(choice.path)
+    if choice.path is not None:  # a file, or a training run directory's weights file: retraining changes the key
+        weights_sha = sha256_of(weights_file(Path(choice.path)))
     else:
         weights_sha = (choice.card.sha256 or choice.card.file_hash) if choice.card else ""
 

@@ -29,12 +29,23 @@ def _check_dir(directory: Path) -> None:
         raise OutputError(f"output folder {directory} is not writable; choose another with --out")
 
 
+def ensure_writable_dir(directory: str | Path) -> Path:
+    """Create ``directory`` if needed and check it is writable, before any work that would write there."""
+    _check_dir(Path(directory))
+    return Path(directory)
+
+
 @contextlib.contextmanager
-def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; rename it onto ``dest`` only if the block succeeds."""
+def atomic_path(dest: str | Path, suffix: str = "", keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` only if the block succeeds.
+
+    ``keep_suffix`` ends the temporary name with ``suffix`` itself (``.tmp`` goes before it), for
+    writers that insist on a file name ending, such as Keras's ``.weights.h5``.
+    """
     dest = Path(dest)
     _check_dir(dest.parent if str(dest.parent) else Path("."))
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    tail = ".tmp" + suffix if keep_suffix else suffix + ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=tail, dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -20,7 +20,8 @@ def predict_images(model: "keras.Model", paths: list[Path], top: int = 5) -> lis
     card = model.edgeeff_weights.preprocessing
     batch = np.stack([load_image(p, variant.resolution, card) for p in paths])
     probs = np.asarray(model.predict(batch, verbose=0))
-    classes = imagenet_classes()
+    own = model.edgeeff_weights.classes  # a training run's classes (``edgeeff train``)
+    classes = [("-", name) for name in own] if own else imagenet_classes()
     rows = []
     for path, p in zip(paths, probs):
         for rank, idx in enumerate(np.argsort(-p)[:top], start=1):

@@ -173,16 +173,23 @@ def load_card(model: "keras.Model", card: WeightsCard) -> str:
     raise WeightsError(f"card {card.name} has unknown kind {card.kind!r}")
 
 
+def weights_file(path: Path) -> Path:
+    """The file a weights path stands for: itself, or the weights file of a directory (a training run)."""
+    if not path.is_dir():
+        return path
+    candidates = sorted(path.glob("*.weights.h5")) + sorted(path.glob("*.keras"))
+    if not candidates:
+        raise WeightsError(f"{path} is a directory without a .weights.h5 or .keras file")
+    return candidates[-1]
+
+
 def load_file(model: "keras.Model", path: Path) -> str:
     """Load a local weights file by its kind: .pth, legacy .h5, Keras 3 .weights.h5, or a .keras model."""
     if not path.exists():
         raise WeightsError(f"weights file not found: {path}")
-    name = path.name.lower()
     if path.is_dir():
-        candidates = sorted(path.glob("*.weights.h5")) + sorted(path.glob("*.keras"))
-        if not candidates:
-            raise WeightsError(f"{path} is a directory without a .weights.h5 or .keras file")
-        return load_file(model, candidates[-1])
+        return load_file(model, weights_file(path))
+    name = path.name.lower()
     if name.endswith(".pth") or name.endswith(".pt"):
         assign_by_name(model, torch_to_keras_table(load_state_dict(path), model), path.name)
     elif name.endswith(".keras"):
