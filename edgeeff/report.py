@@ -93,7 +93,9 @@ def save_png(fig, ax, path: str | Path, title: str, legend: bool = True) -> Path
 
     from edgeeff import fsio
 
-    ax.set_title(title, fontsize=10)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=10)  # long titles wrap instead of running off the figure
     ax.grid(alpha=0.3)
     if legend:
         ax.legend(fontsize=8)
