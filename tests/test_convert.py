@@ -116,6 +116,9 @@ def test_ctrl_c_mid_quantization_leaves_nothing(tmp_path, lists):
         [sys.executable, "-m", "edgeeff.cli", "convert", "--variant", REAL_SMALL, "--weights", "lite0-pypi", "--target", "onnx-int8",
          "--calibration", str(lists["calib"]), "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A user's Ctrl-C reaches a process whose SIGINT is at its default; a test run started in the
+        # background by a non-interactive shell (`cmd &`) would pass SIG_IGN down and hide the handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
     # The pre-processed model is written inside the staging folder just before quantize_static runs.
