@@ -175,10 +175,21 @@ class SSHDevice:
             self.kit_path = f"{folder}/devicekit.py"
         return self.kit_path
 
-    def kit(self, args: list[str], timeout: float | None = None) -> str:
+    def kit_command(self, args: list[str]) -> tuple[str, str]:
+        """The shell command that runs the kit on the device, and the job id it carries (for pkill)."""
         job = f"edgeeff-job-{uuid.uuid4().hex[:12]}"
-        command = " ".join([shlex.quote(self.device.python), shlex.quote(self.ensure_kit()), *map(shlex.quote, args), job])
-        return self.run(f"{command}", timeout=timeout, job=job)
+        return " ".join([shlex.quote(self.device.python), shlex.quote(self.ensure_kit()), *map(shlex.quote, args), job]), job
+
+    def kit(self, args: list[str], timeout: float | None = None) -> str:
+        command, job = self.kit_command(args)
+        return self.run(command, timeout=timeout, job=job)
+
+    def job_for(self, folder: Path, meta: dict, threads: int | None, precision: str | None) -> dict:
+        """What the kit needs to load an artifact here: uploads it (cached) and names the runtime settings."""
+        from edgeeff.targets.base import get_target
+
+        return {"backend": get_target(meta["target"]).backend, "path": self.upload_artifact(Path(folder), meta), "threads": threads,
+                "accelerator": self.device.accelerator, "precision": precision, "prefer": self.device.runtime}
 
     # -- what the CLI asks for
 
@@ -197,15 +208,10 @@ class SSHDevice:
 
     def measure(self, folder: Path, threads: int | None, batch: int, schedule: devicekit.Schedule, precision: str | None) -> dict:
         """The device kit's ``measure`` on the device, in a fresh process; a failure becomes a row."""
-        from edgeeff.targets.base import get_target
-
         meta = json.loads((Path(folder) / "edgeeff.json").read_text())
-        spec = get_target(meta["target"])
         try:
-            path = self.upload_artifact(Path(folder), meta)
-            job = {"backend": spec.backend, "path": path, "resolution": meta["preprocessing"]["resolution"], "threads": threads,
-                   "batch": batch, "schedule": asdict(schedule), "accelerator": self.device.accelerator, "precision": precision,
-                   "prefer": self.device.runtime}
+            job = {**self.job_for(folder, meta, threads, precision), "resolution": meta["preprocessing"]["resolution"], "batch": batch,
+                   "schedule": asdict(schedule)}
             row = json.loads(self.kit(["measure", json.dumps(job)]).strip().splitlines()[-1])
         except RemoteError as exc:
             return {"error": str(_python_hint(self.device, exc))}
@@ -217,16 +223,8 @@ class RemoteRunner:
     stdin as framed .npy arrays and logits come back the same way, so eval needs no files there."""
 
     def __init__(self, remote: SSHDevice, folder: Path, meta: dict, threads: int | None = None, precision: str | None = "f32") -> None:
-        from edgeeff.targets.base import get_target
-
-        spec = get_target(meta["target"])
-        path = remote.upload_artifact(Path(folder), meta)
-        job = {"backend": spec.backend, "path": path, "threads": threads, "accelerator": remote.device.accelerator,
-               "precision": precision, "prefer": remote.device.runtime}
         self.remote = remote
-        self.job_id = f"edgeeff-job-{uuid.uuid4().hex[:12]}"
-        command = " ".join([shlex.quote(remote.device.python), shlex.quote(remote.ensure_kit()), "predict", shlex.quote(json.dumps(job)),
-                            self.job_id])
+        command, self.job_id = remote.kit_command(["predict", json.dumps(remote.job_for(folder, meta, threads, precision))])
         self.proc = subprocess.Popen(remote.ssh_command() + [command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
         self.info = json.loads(self._read_frame().decode())
