@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import io
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import struct
@@ -79,7 +81,15 @@ def time_invocations(invoke: Callable[[], Any], schedule: Schedule = Schedule())
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    """Peak resident memory of this process so far. On Linux this is VmHWM of /proc/self/status:
+    ``ru_maxrss`` survives fork+exec, so a measuring child started by a parent holding TensorFlow
+    would report the parent's peak, not its own. Elsewhere ru_maxrss (macOS reports bytes)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
@@ -89,19 +99,31 @@ def native_stderr_muted() -> Iterator[None]:
     """Mute native libraries' chatter on file descriptor 2 ("Created TensorFlow Lite XNNPACK
     delegate", the converter's "fully_quantize: ..."). Python errors still surface as exceptions;
     EDGEEFF_DEBUG=1 shows everything."""
-    if os.environ.get("EDGEEFF_DEBUG"):
+    with native_stderr_captured():
         yield
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Like :func:`native_stderr_muted`, but the muted lines are kept: the list it yields is filled
+    when the block ends. Runtimes explain a failed accelerator only in their log (onnxruntime names
+    the missing CUDA library there and then quietly falls back to the CPU)."""
+    lines: list[str] = []
+    if os.environ.get("EDGEEFF_DEBUG"):
+        yield lines
         return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
+        with tempfile.TemporaryFile(mode="w+b") as sink:
+            os.dup2(sink.fileno(), 2)
             try:
-                yield
+                yield lines
             finally:
                 sys.stderr.flush()
                 os.dup2(saved, 2)
+                sink.seek(0)
+                lines += sink.read().decode("utf-8", "replace").splitlines()
     finally:
         os.close(saved)
 
@@ -132,6 +154,39 @@ PROVIDER_PACKAGES = {
     "DmlExecutionProvider": "onnxruntime-directml",
     "CoreMLExecutionProvider": "onnxruntime (macOS build)",
 }
+
+# What an execution provider needs besides the wheel, for the line that explains a failed start.
+PROVIDER_NEEDS = {
+    "CUDAExecutionProvider": "onnxruntime-gpu needs the CUDA and cuDNN versions it was built for "
+                             "(pip install 'onnxruntime-gpu[cuda,cudnn]', or those libraries on LD_LIBRARY_PATH) and an NVIDIA driver",
+    "TensorrtExecutionProvider": "it needs TensorRT's libraries (pip install tensorrt, or libnvinfer on LD_LIBRARY_PATH) besides CUDA",
+}
+
+
+def provider_failure(log: list[str]) -> str:
+    """The cause onnxruntime logged for a provider it could not start, as ": cause", or ""."""
+    for line in log:
+        if line.startswith("EP Error"):
+            return ": " + line.rsplit(") ", 1)[-1].strip()[:200]
+    for line in log:
+        if "with error:" in line:
+            return ": " + line.split("with error:", 1)[1].strip()[:200]
+    for line in log:
+        if "Failed to create" in line or "ExecutionProvider" in line:
+            return ": " + re.sub(r"\x1b\[[0-9;]*m", "", line).split("]", 1)[-1].strip()[:200]
+    return ""
+
+
+def _preload_cuda_libraries(ort) -> None:
+    """onnxruntime-gpu's own loader for CUDA/cuDNN from pip's nvidia-* wheels (what
+    ``pip install 'onnxruntime-gpu[cuda,cudnn]'`` installs but the system loader cannot see). It
+    prints its warnings, so stdout, which carries the kit's replies, is kept clean."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr), native_stderr_muted():
+            ort.preload_dlls()
+    except Exception:  # a failed preload shows up as the provider failing to start, with its cause
+        pass
+
 
 EDGETPU_HELP = ("install the Edge TPU runtime: Coral's apt repository, package libedgetpu1-std "
                 "(https://coral.ai/docs/accelerator/get-started/)")
@@ -302,10 +357,20 @@ class OnnxRunner(ArrayRunner):
 
         self._options = options
         self._path = path
+        accelerated = [p for p in wanted if p != "CPUExecutionProvider"]
+        if accelerated and hasattr(ort, "preload_dlls"):
+            _preload_cuda_libraries(ort)
         try:
-            self.session = ort.InferenceSession(str(path), options(), providers=wanted)
+            printed = io.StringIO()  # its Python side prints "EP Error ... Falling back" on stdout, the kit's reply channel
+            with native_stderr_captured() as log, contextlib.redirect_stdout(printed):
+                self.session = ort.InferenceSession(str(path), options(), providers=wanted)
+            log[:0] = printed.getvalue().splitlines()
         except Exception as exc:
             raise RunnerError(f"cannot load {path.name} as an ONNX model: {str(exc).splitlines()[0][:160]}") from None
+        lost = [p for p in accelerated if p not in self.session.get_providers()]
+        if lost:  # onnxruntime logs the cause and runs on the CPU instead: never measure that as the GPU
+            raise RunnerError(f"onnxruntime could not start {lost[0]}{provider_failure(log)}; "
+                              f"{PROVIDER_NEEDS.get(lost[0], 'see the provider requirements of this onnxruntime build')}")
         self.input = self.session.get_inputs()[0]
         self.output = self.session.get_outputs()[0]
         self._placement: dict | None = None
@@ -531,16 +596,12 @@ def write_frame(stream, payload: bytes) -> None:
 
 
 def array_bytes(array) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
 
 
 def array_from(payload: bytes):
-    import io
-
     return np.load(io.BytesIO(payload), allow_pickle=False)
 
 

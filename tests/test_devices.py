@@ -294,6 +294,59 @@ def test_missing_accelerators_name_what_to_install(artifacts):
         assert needle in str(caught.value), (accelerator, str(caught.value))
 
 
+# onnxruntime-gpu's own words when its CUDA provider cannot start, as an H100 machine without the CUDA
+# libraries on the loader path printed them (recorded, since CI has no GPU): the session then runs on the CPU.
+CUDA_FAILURE_LOG = [
+    "\x1b[1;31m2026-11-27 11:56:03.236566902 [E:onnxruntime:Default, provider_bridge_ort.cc:2458 operator()] "
+    "/onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 onnxruntime::Provider& onnxruntime::ProviderLibrary::Get() "
+    "[ONNXRuntimeError] : 1 : FAIL : Failed to load library /x/onnxruntime/capi/libonnxruntime_providers_cuda.so with error: "
+    "libcublasLt.so.13: cannot open shared object file: No such file or directory",
+    "\x1b[0;93m2026-11-27 11:56:03.236639729 [W:onnxruntime:Default, onnxruntime_pybind_state.cc:1295 CreateExecutionProviderFactoryInstance] "
+    "Failed to create CUDAExecutionProvider. Require cuDNN 9.* and CUDA 13.*.\x1b[m",
+]
+TENSORRT_FAILURE_LOG = [
+    "*************** EP Error ***************",
+    "EP Error /onnxruntime_src/onnxruntime/python/onnxruntime_pybind_state.cc:729 void onnxruntime::python::"
+    "RegisterTensorRTPluginsAsCustomOps(PySessionOptions&, const onnxruntime::ProviderOptions&) Please install TensorRT libraries "
+    "as mentioned in the GPU requirements page, make sure they're in the PATH or LD_LIBRARY_PATH, and that your GPU is supported.",
+    " when using ['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider']",
+    "Falling back to ['CUDAExecutionProvider', 'CPUExecutionProvider'] and retrying.",
+]
+
+
+def test_a_provider_that_fails_to_start_is_explained_by_its_own_log():
+    from edgeeff.devicekit import provider_failure
+
+    assert provider_failure(CUDA_FAILURE_LOG) == ": libcublasLt.so.13: cannot open shared object file: No such file or directory"
+    assert provider_failure(TENSORRT_FAILURE_LOG).startswith(": Please install TensorRT libraries")
+    assert provider_failure(["Failed to create CUDAExecutionProvider. Require cuDNN 9.*"]).startswith(": Failed to create CUDA")
+    assert provider_failure(["unrelated"]) == ""
+
+
+def test_native_stderr_is_captured_and_restored():
+    import ctypes
+
+    from edgeeff.devicekit import native_stderr_captured
+
+    libc = ctypes.CDLL(None)
+    with native_stderr_captured() as log:
+        libc.write(2, b"from native code\n", 17)
+    assert log == ["from native code"]
+    assert os.fstat(2).st_ino != 0  # fd 2 is back and usable
+
+
+def test_peak_memory_of_a_child_is_its_own_not_its_parents():
+    """ru_maxrss survives fork+exec: a measuring process started by a parent holding 400 MB would
+    report 400 MB. The kit reads VmHWM instead."""
+    code = ("import subprocess, sys\n"
+            "ballast = bytearray(400 * 2**20)\n"
+            "ballast[::4096] = b'x' * len(ballast[::4096])\n"
+            "print(subprocess.run([sys.executable, '-c', 'from edgeeff.devicekit import peak_rss_mb; print(peak_rss_mb())'],"
+            " capture_output=True, text=True, check=True).stdout)")
+    child_mb = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 5 < child_mb < 200, child_mb
+
+
 def test_onnx_node_placement_is_read_from_the_runtime_profile(artifacts):
     from edgeeff.devicekit import OnnxRunner
 
