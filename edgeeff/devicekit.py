@@ -133,8 +133,8 @@ def native_stderr_captured() -> Iterator[list[str]]:
 # What each accelerator name asks of each runtime. A device entry names one; a runtime that has no
 # entry for it refuses with one line rather than quietly running on the CPU.
 ACCELERATORS: dict[str, dict[str, Any]] = {
-    "cpu": {"tflite": None, "onnx": ["CPUExecutionProvider"], "openvino": "CPU"},
-    "gpu": {"onnx": ["CUDAExecutionProvider"], "openvino": "GPU"},
+    "cpu": {"tflite": None, "onnx": ["CPUExecutionProvider"], "openvino": "CPU", "keras": "CPU"},
+    "gpu": {"onnx": ["CUDAExecutionProvider"], "openvino": "GPU", "keras": "GPU"},
     "npu": {"openvino": "NPU", "onnx": ["QNNExecutionProvider"]},
     "edgetpu": {"tflite": "libedgetpu.so.1"},
     "cuda": {"onnx": ["CUDAExecutionProvider"]},
@@ -230,7 +230,7 @@ class ArrayRunner(abc.ABC):
         """Runtime, where the work really ran, input and output."""
 
 
-RUNTIME_PIP = {"tflite": "ai-edge-litert", "onnx": "onnxruntime", "openvino": "openvino"}
+RUNTIME_PIP = {"tflite": "ai-edge-litert", "onnx": "onnxruntime", "openvino": "openvino", "keras": "tensorflow keras"}
 TFLITE_RUNTIMES = {"ai-edge-litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter"}
 
 
@@ -463,6 +463,64 @@ class OpenVINORunner(ArrayRunner):
         }
 
 
+class KerasRunner(ArrayRunner):
+    """The Keras model itself (a ``.keras`` file) under TensorFlow: the framework baseline every
+    converted artifact is compared with, and TensorFlow's own GPU path. The call is one traced
+    ``tf.function`` (what ``model.predict`` runs per batch, without its per-call data pipeline), and
+    ``invoke`` waits for the result, so GPU time is not hidden by asynchronous dispatch."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "CPU") -> None:
+        try:
+            with native_stderr_muted():
+                import keras
+                import tensorflow as tf
+        except ImportError:
+            raise RunnerError("no TensorFlow/Keras here: pip install tensorflow keras") from None
+        if threads:
+            try:  # only possible before TensorFlow's first op; a fresh measuring process always is
+                tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+                tf.config.threading.set_inter_op_parallelism_threads(1)
+            except RuntimeError:
+                pass
+        if device == "GPU" and not tf.config.list_physical_devices("GPU"):
+            raise RunnerError("TensorFlow sees no GPU here: on a CUDA machine pip install 'tensorflow[and-cuda]' "
+                              "(tensorflow-cpu has no GPU support)")
+        self._tf = tf
+        self.device = f"/{device}:0"
+        try:
+            with native_stderr_muted(), tf.device(self.device):
+                self.model = keras.saving.load_model(str(path), compile=False)
+        except Exception as exc:
+            raise RunnerError(f"cannot load {Path(path).name} as a Keras model: {str(exc).splitlines()[0][:160]}") from None
+        model = self.model
+        self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self._ran_on: str | None = None
+
+    def prepare(self, batch):
+        """Copy the batch to the device outside the timed region (as the other runners bind theirs)."""
+        with self._tf.device(self.device):
+            return self._tf.identity(self._tf.constant(np.ascontiguousarray(batch, dtype=np.float32)))
+
+    def invoke(self, prepared):
+        with self._tf.device(self.device):
+            out = self._call(prepared)
+        self._ran_on = out.device
+        return out.numpy()
+
+    def describe(self) -> dict:
+        import keras
+
+        return {
+            "runtime": "tensorflow",
+            "keras": keras.__version__,
+            "tensorflow": self._tf.__version__,
+            "device": self.device,
+            "execution_devices": [self._ran_on.rsplit("device:", 1)[-1]] if self._ran_on else [self.device.strip("/")],
+            "input": {"shape": [None, *self.model.input_shape[1:]], "dtype": "float32"},
+            "output": {"shape": [None, *self.model.output_shape[1:]], "dtype": "float32"},
+        }
+
+
 def load_runner(backend: str, path: str | Path, threads: int | None = None, accelerator: str = "cpu", precision: str | None = "f32",
                 prefer: str | None = None) -> ArrayRunner:
     """The one way a model file becomes a runner, here or on a device. ``precision`` is OpenVINO's
@@ -474,6 +532,8 @@ def load_runner(backend: str, path: str | Path, threads: int | None = None, acce
         return TFLiteRunner(path, threads, delegate=setting, prefer=prefer)
     if backend == "onnx":
         return OnnxRunner(path, threads, providers=setting)
+    if backend == "keras":
+        return KerasRunner(path, threads, device=setting)
     if backend == "openvino":
         return OpenVINORunner(path, threads or (os.cpu_count() if setting == "CPU" else None), device=setting, precision_hint=precision)
     raise RunnerError(f"unknown backend {backend!r}")

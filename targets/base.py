@@ -1,6 +1,6 @@
 """The target registry: one row per target, driving the CLI, validation and benchmarks.
 
-A backend module (``tflite``, ``onnx``, ``openvino``) provides
+A backend module (``keras``, ``tflite``, ``onnx``, ``openvino``) provides
 ``export(model, spec, dest, calibration, options, saved_model=, progress=) -> dict``: it writes the
 artifact at ``dest`` and returns details for the metadata (``progress(done, total)`` follows the
 calibration passes). Running an artifact is the device kit's job (``edgeeff.devicekit``), here
@@ -84,10 +84,12 @@ def _installed(distribution: str) -> bool:
 _TFLITE = ("tensorflow-cpu|tensorflow", "ai-edge-litert|tflite-runtime")
 _ONNX = ("tf2onnx", "onnxruntime|onnxruntime-gpu")
 _OV = ("openvino",)
+_KERAS = ("tensorflow-cpu|tensorflow", "keras")
 
 TARGETS: dict[str, TargetSpec] = {
     t.name: t
     for t in (
+        TargetSpec("keras-fp32", "keras", "fp32", ".keras", _KERAS, "all"),
         TargetSpec("tflite-fp32", "tflite", "fp32", ".tflite", _TFLITE, "tflite"),
         TargetSpec("tflite-fp16", "tflite", "fp16", ".tflite", _TFLITE, "tflite"),
         TargetSpec("tflite-dynamic", "tflite", "dynamic", ".tflite", _TFLITE, "tflite"),

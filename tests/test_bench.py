@@ -7,7 +7,7 @@ import csv
 import json
 
 from conftest import assert_one_line_error, run_cli
-from edgeeff.measure import Schedule, time_invocations
+from edgeeff.measure import Schedule, measure_in_subprocess, time_invocations
 
 TINY = "lite0:width=0.25,depth=0.25,resolution=64"
 QUICK = ["--rounds", "1", "--warmup-runs", "2", "--warmup-seconds", "0", "--min-runs", "5", "--min-seconds", "0"]
@@ -23,16 +23,21 @@ def test_schedule_runs_at_least_the_minimums():
 def test_bench_measures_targets_and_renders_the_same_rows(tmp_path):
     out = tmp_path / "artifacts"
     files = {k: tmp_path / f"bench.{k}" for k in ("json", "csv", "md", "png")}
-    done = run_cli("bench", "--variant", TINY, "--weights", "none", "--targets", "onnx-fp32,tflite-fp32,openvino-fp32",
+    done = run_cli("bench", "--variant", TINY, "--weights", "none", "--targets", "keras-fp32,onnx-fp32,tflite-fp32,openvino-fp32",
                    "--out", str(out), *QUICK, "--json", str(files["json"]), "--csv", str(files["csv"]),
                    "--markdown", str(files["md"]), "--plot", str(files["png"]))
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(files["json"].read_text())["rows"]
-    assert [r["target"] for r in rows] == ["onnx-fp32", "tflite-fp32", "openvino-fp32"]
+    assert [r["target"] for r in rows] == ["keras-fp32", "onnx-fp32", "tflite-fp32", "openvino-fp32"]
     for row in rows:
         assert row["median_ms"] > 0 and row["init_ms"] > 0 and row["peak_rss_mb"] > 50 and row["rounds"] == 1
         assert row["size_mb"] > 0 and row["agreement"] == 1.0 and row["speedup_vs_fp32"] == 1.0
     assert next(r for r in rows if r["target"] == "openvino-fp32")["executed_precision"] == "f32"
+    assert next(r for r in rows if r["target"] == "keras-fp32")["executed_on"] == "CPU:0"
+    # tensorflow-cpu (what edgeeff installs on x86-64) has no GPU: asking for one is one line, not a CPU run
+    keras_dir = next(p for p in out.iterdir() if p.name.endswith("keras-fp32"))
+    refused = measure_in_subprocess(keras_dir, device="gpu")
+    assert "TensorFlow sees no GPU here" in refused["error"] and "\n" not in refused["error"]
     assert [r["target"] for r in csv.DictReader(files["csv"].open())] == [r["target"] for r in rows]
     assert all(r["target"] in files["md"].read_text() for r in rows)
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

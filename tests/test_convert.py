@@ -29,7 +29,7 @@ def lists(tmp_path_factory, sample_images):
     return {name: write_list(part, folder / f"{name}.txt") for name, part in (("calib", calib[:48]), ("eval", evaluation[:24]))}
 
 
-@pytest.mark.parametrize("target", ["tflite-fp32", "tflite-fp16", "tflite-dynamic", "onnx-fp32", "openvino-fp32", "openvino-fp16"])
+@pytest.mark.parametrize("target", ["keras-fp32", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "onnx-fp32", "openvino-fp32", "openvino-fp16"])
 def test_float_targets_match_keras(target, tmp_path, lists):
     meta = convert(TINY, target, out=tmp_path, images=lists["eval"])
     val = meta["validation"]
