@@ -63,6 +63,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--min-seconds", type=float, default=2.0)
     ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--devices", default="cpu,gpu")
     args = ap.parse_args()
 
     import numpy as np
@@ -89,12 +90,12 @@ def main() -> int:
     rows = []
     for folder in folders:
         by_device = {}
-        for device in ("cpu", "gpu"):
+        for device in args.devices.split(","):
             try:
                 by_device[device] = accuracy(folder, data, device)
             except Exception as exc:  # a failure is a row: the report says what broke
                 by_device[device] = {"target": folder.name, "device": device, "error": f"{type(exc).__name__}: {exc}"[:300]}
-        if all("_logits" in r for r in by_device.values()):
+        if {"cpu", "gpu"} <= set(by_device) and all("_logits" in r for r in by_device.values()):
             diff = np.abs(by_device["gpu"]["_logits"] - by_device["cpu"]["_logits"])
             same = (by_device["gpu"]["_logits"].argmax(1) == by_device["cpu"]["_logits"].argmax(1)).mean()
             by_device["gpu"]["max_abs_diff_gpu_vs_cpu"] = float(diff.max())
@@ -105,14 +106,14 @@ def main() -> int:
             print(json.dumps({k: v for k, v in r.items() if k != "runner"}), flush=True)
     report["accuracy"] = rows
 
-    for accel in ("tensorrt",):  # reachable only with TensorRT's own libraries: the refusal must be one line
+    for accel in ("tensorrt",) if "gpu" in args.devices else ():  # reachable only with TensorRT's own libraries: the refusal must be one line
         r = measure_in_subprocess(folders[0], batch=1, schedule=Schedule(0, 0.0, 1, 0.0), device=accel)
         report.setdefault("refusals", {})[accel] = r.get("error") or {"ran": True, "runner": r.get("runner")}
         print(accel, json.dumps(report["refusals"][accel])[:400], flush=True)
 
     schedule = Schedule(warmup_runs=10, warmup_seconds=0.5, min_runs=50, min_seconds=args.min_seconds)
     batches = [int(b) for b in args.batches.split(",")]
-    configs = [(f, d, b) for f in folders for d in ("cpu", "gpu") for b in batches]
+    configs = [(f, d, b) for f in folders for d in args.devices.split(",") for b in batches]
     runs: dict = {c: [] for c in configs}
     for round_no in range(args.rounds):
         for config in configs:  # interleaved: every configuration once per round

