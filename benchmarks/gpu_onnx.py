@@ -39,6 +39,8 @@ def accuracy(folder: Path, data, device: str) -> dict:
     import numpy as np
 
     from edgeeff import devicekit
+    from edgeeff.convert import compare_outputs
+
     meta = json.loads((folder / "edgeeff.json").read_text())
     t0 = time.perf_counter()
     runner = devicekit.load_runner("onnx", folder / meta["artifact"], accelerator=device)
@@ -48,11 +50,11 @@ def accuracy(folder: Path, data, device: str) -> dict:
     logits = np.concatenate([runner.predict(pixels[i:i + 50]) for i in range(0, len(pixels), 50)])
     predict_s = time.perf_counter() - t0
     labels, keras = data["labels"], data["keras"]
-    cosine = (logits * keras).sum(1) / (np.linalg.norm(logits, axis=1) * np.linalg.norm(keras, axis=1) + 1e-12)
+    vs_keras = compare_outputs(keras, logits)  # the figures conversion validation reports, computed the same way
     return {"target": meta["target"], "device": device, "images": len(pixels),
             "top1": float((logits.argmax(1) == labels).mean()), "top1_keras": float((keras.argmax(1) == labels).mean()),
-            "agreement": float((logits.argmax(1) == keras.argmax(1)).mean()), "mean_cosine": float(cosine.mean()),
-            "max_abs_diff_vs_keras": float(np.abs(logits - keras).max()),
+            "agreement": vs_keras["top1_agreement"], "mean_cosine": vs_keras["mean_cosine"],
+            "max_abs_diff_vs_keras": vs_keras["max_abs_diff"],
             "init_s": round(init_s, 3), "predict_s": round(predict_s, 3), "runner": runner.describe(), "_logits": logits}
 
 
@@ -69,7 +71,9 @@ def main() -> int:
     import numpy as np
     import onnxruntime as ort
 
+    from edgeeff.convert import compare_outputs
     from edgeeff.devices import get_device, gpu_backends
+    from edgeeff.report import to_markdown
     from edgeeff.errors import EdgeeffError
     from edgeeff.measure import Schedule, measure_in_subprocess
 
@@ -96,10 +100,9 @@ def main() -> int:
             except Exception as exc:  # a failure is a row: the report says what broke
                 by_device[device] = {"target": folder.name, "device": device, "error": f"{type(exc).__name__}: {exc}"[:300]}
         if {"cpu", "gpu"} <= set(by_device) and all("_logits" in r for r in by_device.values()):
-            diff = np.abs(by_device["gpu"]["_logits"] - by_device["cpu"]["_logits"])
-            same = (by_device["gpu"]["_logits"].argmax(1) == by_device["cpu"]["_logits"].argmax(1)).mean()
-            by_device["gpu"]["max_abs_diff_gpu_vs_cpu"] = float(diff.max())
-            by_device["gpu"]["top1_agreement_gpu_vs_cpu"] = float(same)
+            gpu_vs_cpu = compare_outputs(by_device["cpu"]["_logits"], by_device["gpu"]["_logits"])
+            by_device["gpu"]["max_abs_diff_gpu_vs_cpu"] = gpu_vs_cpu["max_abs_diff"]
+            by_device["gpu"]["top1_agreement_gpu_vs_cpu"] = gpu_vs_cpu["top1_agreement"]
         for r in by_device.values():
             r.pop("_logits", None)
             rows.append(r)
@@ -143,27 +146,33 @@ def main() -> int:
     report["rounds"] = args.rounds
     (out / "gpu_onnx.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
 
-    lines = [f"Lite0 (lite0-pypi) ONNX artifacts; GPU: {report['machine']['gpu']}; CPU: {os.cpu_count()} cores; "
-             f"onnxruntime {ort.__version__}; {data['pixels'].shape[0]} validation images of the shared sample", "",
-             "| target | device | top-1 | top-1 Keras | agreement | cosine | max abs diff GPU vs CPU | nodes by provider |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['target']} | {r['device']} | error: {r['error']} | | | | | |")
-            continue
-        lines.append(f"| {r['target']} | {r['device']} | {100 * r['top1']:.1f} | {100 * r['top1_keras']:.1f} | {100 * r['agreement']:.1f} | "
-                     f"{r['mean_cosine']:.4f} | {r.get('max_abs_diff_gpu_vs_cpu', '-')} | {r['runner'].get('nodes_by_provider', '-')} |")
-    lines += ["", f"Latency: median of {args.rounds} interleaved rounds, each a fresh `python -m edgeeff.measure` process", "",
-              "| target | device | batch | median ms | p90 ms | init ms | first inference ms | images/s | x CPU | peak RSS MB |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in latency:
-        if "error" in r:
-            lines.append(f"| {r['target']} | {r['device']} | {r['batch']} | error: {r['error']} | | | | | | |")
-            continue
-        lines.append(f"| {r['target']} | {r['device']} | {r['batch']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['init_ms']:.0f} | "
-                     f"{r['first_inference_ms']:.1f} | {r['throughput_ips']:.0f} | {r.get('speedup_vs_cpu', 1.0):.2f} | {r['peak_rss_mb']:.0f} |")
-    (out / "gpu_onnx.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    def shown(row: dict, formats: dict, error_at: str) -> dict:
+        """A row's cells as the tables print them; a failed row carries its error in one cell."""
+        if "error" in row:
+            return {**{k: "" for k in formats}, "target": row["target"], "device": row["device"], "batch": row.get("batch"),
+                    error_at: f"error: {row['error']}"}
+        return {**row, **{k: f(row) for k, f in formats.items()}}
+
+    accuracy_cells = {"top1": lambda r: f"{100 * r['top1']:.1f}", "top1_keras": lambda r: f"{100 * r['top1_keras']:.1f}",
+                      "agreement": lambda r: f"{100 * r['agreement']:.1f}", "mean_cosine": lambda r: f"{r['mean_cosine']:.4f}",
+                      "gpu_vs_cpu": lambda r: str(r.get("max_abs_diff_gpu_vs_cpu", "-")),
+                      "nodes": lambda r: str(r["runner"].get("nodes_by_provider", "-"))}
+    latency_cells = {"median": lambda r: f"{r['median_ms']:.2f}", "p90": lambda r: f"{r['p90_ms']:.2f}", "init": lambda r: f"{r['init_ms']:.0f}",
+                     "first": lambda r: f"{r['first_inference_ms']:.1f}", "ips": lambda r: f"{r['throughput_ips']:.0f}",
+                     "x_cpu": lambda r: f"{r.get('speedup_vs_cpu', 1.0):.2f}", "rss": lambda r: f"{r['peak_rss_mb']:.0f}"}
+    text = "\n".join([
+        f"Lite0 (lite0-pypi) ONNX artifacts; GPU: {report['machine']['gpu']}; CPU: {os.cpu_count()} cores; "
+        f"onnxruntime {ort.__version__}; {data['pixels'].shape[0]} validation images of the shared sample", "",
+        to_markdown([shown(r, accuracy_cells, "top1") for r in rows],
+                    [("target", "target"), ("device", "device"), ("top1", "top-1"), ("top1_keras", "top-1 Keras"), ("agreement", "agreement"),
+                     ("mean_cosine", "cosine"), ("gpu_vs_cpu", "max abs diff GPU vs CPU"), ("nodes", "nodes by provider")]),
+        f"Latency: median of {args.rounds} interleaved rounds, each a fresh `python -m edgeeff.measure` process", "",
+        to_markdown([shown(r, latency_cells, "median") for r in latency],
+                    [("target", "target"), ("device", "device"), ("batch", "batch"), ("median", "median ms"), ("p90", "p90 ms"),
+                     ("init", "init ms"), ("first", "first inference ms"), ("ips", "images/s"), ("x_cpu", "x CPU"), ("rss", "peak RSS MB")]),
+    ])
+    (out / "gpu_onnx.md").write_text(text)
+    print(text)
     return 0
 
 

@@ -43,7 +43,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from edgeeff import fsio
-    from edgeeff.report import environment
+    from edgeeff.report import environment, to_markdown
 
     work = Path(tempfile.mkdtemp(prefix="edgeeff-scaling-"))
     report: dict = {"environment": environment(), "cores": os.cpu_count()}
@@ -90,16 +90,14 @@ def main() -> None:
              f"- `edgeeff eval lite0-tflite-int8 --images <500 photos>`: {e['wall_s']} s wall for {e['images']} images "
              f"({e['images_per_s']} images/s, process start, Keras reference and decoding included); top-1 {e['top1']}, agreement {e['agreement']}",
              f"- `edgeeff bench --variant lite0 --targets tflite-int8` (artifact present, default settings): {b['wall_s']} s wall, median {b['median_ms']:.2f} ms",
-             "", "| variant | res | params | GMACs | top-1 (Keras, sample) | tflite-fp32 ms | tflite-int8 ms | int8 agreement | GMACs x first | fp32 latency x first |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-
-    def f(x, fmt):
-        return "-" if x is None else format(x, fmt)
-
-    for r in scaling:
-        lines.append(f"| {r['variant']} | {r['resolution']} | {f(r['params'], ',')} | {f(r['gmacs'], '.3f')} | {f(r['top1_keras_sample'], '.3f')} | "
-                     f"{f(r['fp32_median_ms'], '.2f')} | {f(r['int8_median_ms'], '.2f')} | {f(r['int8_agreement'], '.3f')} | "
-                     f"{f(r.get('gmacs_x_first'), '.2f')} | {f(r.get('fp32_latency_x_first'), '.2f')} |")
+             ""]
+    first = scaling[0]["variant"]
+    lines.append(to_markdown(scaling, [
+        ("variant", "variant"), ("resolution", "res"), ("params", "params"), ("gmacs", "GMACs"), ("top1_keras_sample", "top-1 (Keras, sample)"),
+        ("fp32_median_ms", "tflite-fp32 ms"), ("int8_median_ms", "tflite-int8 ms"), ("int8_agreement", "int8 agreement (validation images of convert)"),
+        ("gmacs_x_first", f"GMACs x {first}"), ("fp32_latency_x_first", f"fp32 latency x {first}")],
+        {"params": ",", "gmacs": ".3f", "top1_keras_sample": ".3f", "fp32_median_ms": ".2f", "int8_median_ms": ".2f", "int8_agreement": ".3f",
+         "gmacs_x_first": ".2f", "fp32_latency_x_first": ".2f"}).rstrip("\n"))
     fsio.write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -71,7 +71,7 @@ def main() -> None:
     from edgeeff.bench import add_speedups
     from edgeeff.data import list_samples, split, write_list
     from edgeeff.measure import Schedule, measure_in_subprocess
-    from edgeeff.report import environment
+    from edgeeff.report import environment, to_markdown
     from edgeeff.targets.base import TARGETS, versions
 
     targets = list(TARGETS) if args.targets == "all" else args.targets.split(",")
@@ -113,22 +113,16 @@ def main() -> None:
               "rows": [{k: v for k, v in r.items() if k != "artifact_dir"} for r in rows]}
     fsio.write_text(stem.with_suffix(".json"), json.dumps(report, indent=2, default=str) + "\n")
 
-    def pct(x):
-        return "-" if x is None else f"{100 * x:.1f}"
-
-    def num(x, fmt):
-        return "-" if x is None else format(x, fmt)
-
+    percent = ("top1_keras", "top1", "top5", "agreement")
+    shown = [{**r, **{k: 100 * r[k] for k in percent if r.get(k) is not None}, "note": r.get("error", "")} for r in rows]
     lines = [f"{args.variant} ({args.weights}); calibration {len(calib)} / validation {len(evaluation)} images (seeded split of the shared sample); "
-             f"{environment()['processor']}, {os.cpu_count()} threads; latency = median of {args.rounds} interleaved rounds, batch 1",
-             "", "| target | top-1 (Keras) | top-1 | top-5 | agreement | cosine | max rel logit diff | size MB | convert s | convert peak MB | median ms | p90 ms | init ms | speedup vs fp32 | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['target']} | {pct(r.get('top1_keras'))} | {pct(r.get('top1'))} | {pct(r.get('top5'))} | {pct(r.get('agreement'))} | "
-            f"{num(r.get('mean_cosine'), '.4f')} | {num(r.get('max_rel_diff'), '.1e')} | {r.get('size_mb', '-')} | {r.get('convert_wall_s')} | "
-            f"{r.get('convert_peak_rss_mb')} | {num(r.get('median_ms'), '.2f')} | {num(r.get('p90_ms'), '.2f')} | {num(r.get('init_ms'), '.0f')} | "
-            f"{num(r.get('speedup_vs_fp32'), '.2f')} | {r.get('error', '')} |")
+             f"{environment()['processor']}, {os.cpu_count()} threads; latency = median of {args.rounds} interleaved rounds, batch 1", "",
+             to_markdown(shown, [("target", "target"), ("top1_keras", "top-1 (Keras)"), ("top1", "top-1"), ("top5", "top-5"), ("agreement", "agreement"),
+                                 ("mean_cosine", "cosine"), ("max_rel_diff", "max rel logit diff"), ("size_mb", "size MB"),
+                                 ("convert_wall_s", "convert s"), ("convert_peak_rss_mb", "convert peak MB"), ("median_ms", "median ms"),
+                                 ("p90_ms", "p90 ms"), ("init_ms", "init ms"), ("speedup_vs_fp32", "speedup vs fp32"), ("note", "note")],
+                         {**{k: ".1f" for k in percent}, "mean_cosine": ".4f", "max_rel_diff": ".1e", "size_mb": "", "convert_wall_s": "",
+                          "convert_peak_rss_mb": "", "median_ms": ".2f", "p90_ms": ".2f", "init_ms": ".0f", "speedup_vs_fp32": ".2f"}).rstrip("\n")]
     fsio.write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 

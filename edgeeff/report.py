@@ -70,10 +70,17 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
     return buf.getvalue()
 
 
-def to_markdown(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:
+def to_markdown(rows: Sequence[dict], columns: Sequence[tuple[str, str]], formats: dict[str, str] | None = None) -> str:
+    """``formats``: a format spec per column key (``".2f"``, ``","``); a missing value prints "-"."""
+    formats = formats or {}
+
+    def cell(row: dict, key: str) -> str:
+        value = row.get(key)
+        return "-" if value is None else format(value, formats[key]) if key in formats else fmt(value)
+
     lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(fmt(row.get(k)) for k, _ in columns) + " |")
+        lines.append("| " + " | ".join(cell(row, k) for k, _ in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
