@@ -62,6 +62,7 @@ def main() -> None:
              names=np.array([s.path.name for s in chosen]))
     (out / "pack.json").write_text(json.dumps({"variant": "lite0", "weights": "lite0-pypi", "images": len(chosen),
                                                "keras_top1": float((logits.argmax(1) == labels).mean())}))
+    shutil.rmtree(work, ignore_errors=True)
     print("packed", out, sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) // 2**20, "MiB")
 
 

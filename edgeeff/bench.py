@@ -56,9 +56,17 @@ def measure_targets(artifacts: dict[str, dict], measure: Measure, rounds: int, s
 
 
 def target_fits_device(spec, accelerator: str) -> str | None:
-    """Why a target cannot run on a device (an Edge TPU model needs an Edge TPU), or None."""
+    """Why a target cannot run on a device, or None: an Edge TPU model needs an Edge TPU, and the
+    target's runtime must be able to use the device's accelerator (``devicekit.ACCELERATORS``, the
+    table the runners themselves refuse by), so nothing is converted, copied or timed in vain."""
+    from edgeeff.devicekit import RunnerError, accelerator_setting
+
     if spec.accelerator and spec.accelerator != accelerator:
         return f"{spec.name} runs only on a device with accelerator = \"{spec.accelerator}\""
+    try:
+        accelerator_setting(accelerator, spec.backend)
+    except RunnerError as exc:
+        return f"{spec.name}: {exc}"
     return None
 
 
@@ -96,17 +104,22 @@ def measure_on_device(device, artifacts: dict[str, dict], threads: int | None, b
 
 def measure_on_devices(devices: list, artifacts: dict[str, dict], threads: int | None, batch: int, rounds: int, schedule: Schedule,
                        precision: str | None, say: Say, accept_new_host_key: bool = False) -> dict[str, tuple[list[dict], dict]]:
-    """Every device at once (one thread each: the work happens in other processes or on other
-    machines), rows in the order the devices were named."""
+    """Remote devices at once (one thread each: the work happens on other machines); this
+    machine's own devices (``cpu``, ``gpu``) one after another in a single thread, since timing two
+    of them together would make each slow the other. Rows in the order the devices were named."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(device):
         label = f" on {device.name}" if len(devices) > 1 else ""
         return measure_on_device(device, artifacts, threads, batch, rounds, schedule, precision, say, label, accept_new_host_key)
 
-    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
-        futures = {d.name: pool.submit(one, d) for d in devices}
-        return {name: future.result() for name, future in futures.items()}
+    local = [d for d in devices if not d.remote]
+    remote = [d for d in devices if d.remote]
+    with ThreadPoolExecutor(max_workers=len(remote) + 1) as pool:
+        futures = {d.name: pool.submit(one, d) for d in remote}
+        local_done = pool.submit(lambda: {d.name: one(d) for d in local})
+        done = {**local_done.result(), **{name: future.result() for name, future in futures.items()}}
+    return {d.name: done[d.name] for d in devices}
 
 
 def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: str, device_info: dict | None = None) -> list[dict]:
@@ -179,22 +192,26 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str) -> Path:
     with the Pareto frontier drawn; written atomically."""
     from edgeeff import report
 
-    points = [(r["median_ms"], r["top1"] if r.get("top1") is not None else r.get("agreement"), r["target"])
+    several = len({r.get("device") for r in rows}) > 1  # one frontier per device: latencies of two machines don't compete
+    points = [(r["median_ms"], r["top1"] if r.get("top1") is not None else r.get("agreement"),
+               f"{r['target']} @ {r.get('device')}" if several else r["target"], r.get("device"))
               for r in rows if r.get("median_ms") and (r.get("top1") is not None or r.get("agreement") is not None)]
     if not points:
         raise EdgeeffError("nothing to plot: no target has both a latency and an accuracy figure")
     ylabel = "top-1 accuracy" if any(r.get("top1") is not None for r in rows) else "top-1 agreement with fp32"
     fig, ax = report.new_axes((7, 4.5))
-    for number, (x, y, name) in enumerate(sorted(points)):
+    for number, (x, y, name, _) in enumerate(sorted(points)):
         ax.scatter(x, y * 100, s=30)
         # Targets often tie on accuracy (fp32 and fp16 siblings): stagger the labels so they stay legible.
         ax.annotate(name, (x, y * 100), textcoords="offset points", xytext=(5, (4, -11, 14)[number % 3]), fontsize=8)
-    frontier, best = [], -1.0
-    for x, y, _ in sorted(points):
-        if y > best:
-            frontier.append((x, y * 100))
-            best = y
-    ax.plot(*zip(*frontier), linestyle="--", linewidth=1, color="grey", label="Pareto frontier")
+    for device in dict.fromkeys(p[3] for p in points):
+        frontier, best = [], -1.0
+        for x, y, _, _ in sorted(p for p in points if p[3] == device):
+            if y > best:
+                frontier.append((x, y * 100))
+                best = y
+        ax.plot(*zip(*frontier), linestyle="--", linewidth=1, label=f"Pareto frontier, {device}" if several else "Pareto frontier",
+                **({} if several else {"color": "grey"}))
     ax.set_xlabel("median latency (ms, batch 1)")
     ax.set_ylabel(f"{ylabel} (%)")
     return report.save_png(fig, ax, path, title)

@@ -24,13 +24,20 @@ def quiet_tensorflow_import() -> None:
     TF_CPP_MIN_LOG_LEVEL and would bury our one-line errors. Import failures still surface."""
     if "tensorflow" in sys.modules or os.environ.get("EDGEEFF_DEBUG"):
         return
-    from edgeeff.quiet import native_stderr_muted
+    from edgeeff.devicekit import native_stderr_muted
 
     try:
         with native_stderr_muted():
             import tensorflow  # noqa: F401
     except ImportError as exc:
         fail(f"TensorFlow is not importable ({exc}); reinstall: pip install -e .")
+
+
+def check_report_paths(*paths: str | None) -> None:
+    """Refuse before any work when a report (--json, --plot, ...) could not be written at the end."""
+    for path in paths:
+        if path and not Path(path).resolve().parent.is_dir():
+            raise EdgeeffError(f"cannot write {path}: its folder does not exist")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -367,9 +374,7 @@ def sensitivity(variant, weights, target, images, calibration, calibration_count
 
     v = resolve(variant)
     weights = weights or default_weights(v)
-    for path in (json_path, plot_path):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise EdgeeffError(f"cannot write {path}: its folder does not exist")
+    check_report_paths(json_path, plot_path)
     model = build(v, weights=weights, classifier_activation=None)
     units = blockmap.check_units(model, blocks.split(",")) if blocks else blockmap.units(model)
     del model
@@ -427,9 +432,7 @@ def calibrate_sweep(variant, weights, target, calibration, images, counts, metho
             raise EdgeeffError(f"--counts takes positive numbers or 'all', got {part!r}")
     sizes = sorted(set(sizes))
     chosen = sweep.methods_for(target, [m.strip() for m in methods.split(",")] if methods else None)
-    for path in (json_path, plot_path):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise EdgeeffError(f"cannot write {path}: its folder does not exist")
+    check_report_paths(json_path, plot_path)
     console = Console(stderr=True)
     check = sweep.preprocessing_check(v.name, weights, pool)
     verdict = "identical" if check["identical"] else f"DIFFERENT (max |logit diff| {check['max_abs_logit_diff']:.3g})"
@@ -587,14 +590,12 @@ def bench(variant, weights, target_names, device_name, devices_file, accept_new_
     for device in devices:
         device.check()
     if target_names.strip().lower() == "all":  # every target some chosen device can run
-        names = [t for t, spec in TARGETS.items() if spec.accelerator is None or any(d.accelerator == spec.accelerator for d in devices)]
+        names = [t for t, spec in TARGETS.items() if any(bench_lib.target_fits_device(spec, d.accelerator) is None for d in devices)]
     else:
         names = [get_target(t).name for t in target_names.split(",") if t.strip()]
     if warmup_seconds < 0 or min_seconds < 0:
         raise EdgeeffError("--warmup-seconds and --min-seconds must be >= 0")
-    for path in (json_path, csv_path, markdown_path, plot_path):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise EdgeeffError(f"cannot write {path}: its folder does not exist")
+    check_report_paths(json_path, csv_path, markdown_path, plot_path)
     v = resolve(variant)
     weights = weights or default_weights(v)
     console = Console(stderr=True)

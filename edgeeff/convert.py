@@ -226,8 +226,9 @@ def convert(
         runner = load_runner(spec, staging / details.get("cpu_twin", artifact.name), threads=None)
         vsamples = eval_samples or validation_samples(None, calib.samples if calib else ())
         figures = validate(runner, model, spec, vsamples, v.resolution, card, trained=choice.label != "none")
-        if spec.precision == "int8" and details.get("fully_integer") is False and not options.get("float_blocks"):
-            figures["failures"].append(f"{len(details['float_ops'])} op(s) left in float: {', '.join(details['float_ops'][:3])}")
+        leaked = details.get("unexpected_float_ops") if spec.precision == "int8" else None
+        if leaked:
+            figures["failures"].append(f"{len(leaked)} op(s) left in float: {', '.join(leaked[:3])}")
         files = sorted(p for p in staging.iterdir() if p.is_file())
         meta = {
             "content_key": key,

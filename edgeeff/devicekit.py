@@ -517,8 +517,13 @@ class KerasRunner(ArrayRunner):
                 self.model = keras.saving.load_model(str(path), compile=False)
         except Exception as exc:
             raise RunnerError(f"cannot load {Path(path).name} as a Keras model: {str(exc).splitlines()[0][:160]}") from None
-        model = self.model
-        self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        model, where = self.model, self.device
+
+        def call(x):
+            with tf.device(where):  # fixed when traced, so the timed call carries no device scope of its own
+                return model(x, training=False)
+
+        self._call = tf.function(call, reduce_retracing=True)
         self._ran_on: str | None = None
 
     def prepare(self, batch):
@@ -527,9 +532,9 @@ class KerasRunner(ArrayRunner):
             return self._tf.identity(self._tf.constant(np.ascontiguousarray(batch, dtype=np.float32)))
 
     def invoke(self, prepared):
-        with self._tf.device(self.device):
-            out = self._call(prepared)
-        self._ran_on = out.device
+        out = self._call(prepared)
+        if self._ran_on is None:
+            self._ran_on = out.device
         return out.numpy()
 
     def describe(self) -> dict:

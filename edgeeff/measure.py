@@ -17,19 +17,19 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from edgeeff.devicekit import RunnerError, Schedule, peak_rss_mb, time_invocations  # noqa: F401 (re-exported)
+from edgeeff.devicekit import RunnerError, Schedule, time_invocations  # noqa: F401 (Schedule, time_invocations re-exported)
 
 
 def measure_artifact(folder: str | Path, threads: int | None = None, batch: int = 1, schedule: Schedule = Schedule(), seed: int = 0,
                      device: str = "cpu", precision: str | None = "f32") -> dict:
     """Load a converted artifact (its folder with ``edgeeff.json``) and measure it in this process."""
     from edgeeff import devicekit
+    from edgeeff.artifact import read_metadata
     from edgeeff.errors import EdgeeffError
-    from edgeeff.report import cpu_model
     from edgeeff.targets.base import get_target, versions
 
     folder = Path(folder)
-    meta = json.loads((folder / "edgeeff.json").read_text())
+    meta = read_metadata(folder)
     spec = get_target(meta["target"])
     try:
         row = devicekit.measure(spec.backend, folder / meta["artifact"], meta["preprocessing"]["resolution"], threads, batch,
@@ -37,7 +37,7 @@ def measure_artifact(folder: str | Path, threads: int | None = None, batch: int 
     except RunnerError as exc:
         raise EdgeeffError(str(exc)) from None
     return {"target": meta["target"], "variant": meta["variant"], **row, "size_bytes": meta["size_bytes"],
-            "versions": versions(*spec.packages), "cpu": cpu_model()}
+            "versions": versions(*spec.packages), "cpu": devicekit.cpu_model()}
 
 
 def measure_in_subprocess(folder: str | Path, threads: int | None = None, batch: int = 1, schedule: Schedule = Schedule(),

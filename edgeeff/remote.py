@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgeeff import devicekit
+from edgeeff.artifact import read_metadata
 from edgeeff.devices import Device
 from edgeeff.errors import EdgeeffError
 from edgeeff.fsio import sha256_of
@@ -208,7 +209,7 @@ class SSHDevice:
 
     def measure(self, folder: Path, threads: int | None, batch: int, schedule: devicekit.Schedule, precision: str | None) -> dict:
         """The device kit's ``measure`` on the device, in a fresh process; a failure becomes a row."""
-        meta = json.loads((Path(folder) / "edgeeff.json").read_text())
+        meta = read_metadata(folder)
         try:
             job = {**self.job_for(folder, meta, threads, precision), "resolution": meta["preprocessing"]["resolution"], "batch": batch,
                    "schedule": asdict(schedule)}

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgeeff import fsio
+from edgeeff import devicekit, fsio
 
 
 def fmt(value: Any) -> str:
@@ -44,15 +44,9 @@ def environment() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "processor": cpu_model(),
+        "processor": devicekit.cpu_model(),
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def cpu_model() -> str:
-    from edgeeff.devicekit import cpu_model as kit_cpu_model
-
-    return kit_cpu_model()
 
 
 def write_json(path: str | Path, rows: Sequence[dict], **extra: Any) -> Path:

@@ -34,7 +34,8 @@ class BudgetError(EdgeeffError):
     """The budget cannot be met or cannot be measured; nothing was published."""
 
 
-def _figures(meta: dict) -> dict:
+def validation_figures(meta: dict) -> dict:
+    """A trial's scores from its conversion metadata, as sensitivity, budget and sweep rows carry them."""
     v = meta["validation"]
     row = {"agreement": v["top1_agreement"], "cosine": v["mean_cosine"], "snr_db": v.get("snr_db"), "images": v["images"]}
     if "top1_artifact" in v:
@@ -59,14 +60,23 @@ class Trials:
         self.root = root
         self.say = say
         self.count = 0
+        self._done: dict[frozenset, dict] = {}
 
     def run(self, blocks: list[str], label: str) -> dict:
+        """One conversion per distinct set of float layers: a set already converted (plain int8 asked
+        for by both the budget and the ranking, or ``blockX_se`` added after ``blockX``, which
+        already includes it) returns the earlier trial."""
         from edgeeff.convert import convert
 
+        kept = [b for b in dict.fromkeys(blocks) if not (b.endswith("_se") and b.removesuffix("_se") in blocks)]
+        if frozenset(kept) in self._done:
+            return self._done[frozenset(kept)]
         self.count += 1
-        options = {**self.options, **({"float_blocks": list(blocks)} if blocks else {})}
+        options = {**self.options, **({"float_blocks": kept} if kept else {})}
         self.say(f"trial {self.count}: {label}")
-        return convert(**self.args, out=self.root / f"trial-{self.count}", options=options, require_valid=False)
+        meta = convert(**self.args, out=self.root / f"trial-{self.count}", options=options, require_valid=False)
+        self._done[frozenset(kept)] = meta
+        return meta
 
 
     def run_float(self, target: str) -> dict:
@@ -90,11 +100,11 @@ def sensitivity(trials: Trials, units: list[str], mode: str = "keep-float") -> d
     """One row per unit: its figures and the change against plain int8 (positive = it matters)."""
     if mode not in MODES:
         raise EdgeeffError(f"--mode must be one of {', '.join(MODES)}")
-    base = _figures(trials.run([], "plain int8"))
+    base = validation_figures(trials.run([], "plain int8"))
     rows = []
     for unit in units:
         blocks = [unit] if mode == "keep-float" else [u for u in units if u != unit]
-        figures = _figures(trials.run(blocks, f"{unit} ({mode})"))
+        figures = validation_figures(trials.run(blocks, f"{unit} ({mode})"))
         sign = 1 if mode == "keep-float" else -1  # keep-float: error removed; quantize-alone: error caused
         row = {"block": unit, **figures,
                "delta_agreement": sign * (figures["agreement"] - base["agreement"]),
@@ -112,8 +122,10 @@ def smallest_measurable_drop(images: int) -> float:
 
 def check_budget_resolution(images: int, max_drop: float | None) -> None:
     if max_drop is not None and max_drop < smallest_measurable_drop(images):
+        enough = (f"use at least {math.ceil(100 / max_drop)} labelled images" if max_drop > 0 else
+                  "no number of images can show a drop of exactly 0; give a positive --max-drop, or --min-agreement")
         raise BudgetError(f"--max-drop {max_drop:g} is finer than {images} evaluation images can measure (one image = "
-                          f"{smallest_measurable_drop(images):.2f} points); use at least {math.ceil(100 / max_drop)} labelled images")
+                          f"{smallest_measurable_drop(images):.2f} points); {enough}")
 
 
 def _meets(figures: dict, max_drop: float | None, min_agreement: float | None) -> bool:
@@ -134,13 +146,11 @@ def _latency(meta: dict, threads: int | None) -> float | None:
 def _interleaved(metas: list[dict], threads: int | None, say: Say, rounds: int = 3) -> list[float | None]:
     from statistics import median
 
-    from edgeeff.measure import Schedule, measure_in_subprocess
-
     runs: list[list[float]] = [[] for _ in metas]
     for number in range(rounds):
         say("measuring fp32, plain int8 and the result side by side", number, rounds)
         for i, meta in enumerate(metas):
-            ms = measure_in_subprocess(meta["path"], threads, 1, Schedule(**QUICK)).get("median_ms")
+            ms = _latency(meta, threads)
             if ms:
                 runs[i].append(ms)
     return [median(r) if r else None for r in runs]
@@ -161,7 +171,7 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
     check_budget_resolution(len(samples), max_drop)
     steps = []
     meta = trials.run([], "plain int8")
-    figures = _figures(meta)
+    figures = validation_figures(meta)
     steps.append({"float_blocks": [], **figures, "median_ms": _latency(meta, threads)})
     chosen: list[str] = []
     trial_metas = [meta]
@@ -175,7 +185,7 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
         for unit in ranking:
             chosen.append(unit)
             meta = trials.run(list(chosen), f"float: {', '.join(chosen)}")
-            figures = _figures(meta)
+            figures = validation_figures(meta)
             steps.append({"float_blocks": list(chosen), **figures, "median_ms": _latency(meta, threads)})
             trial_metas.append(meta)
             if _meets(figures, max_drop, min_agreement):

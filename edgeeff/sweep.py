@@ -63,6 +63,7 @@ def preprocessing_check(variant: str, weights: str | None, samples: list, count:
 def sweep(variant: str, target: str, weights: str | None, calibration: str | Path, images: str | Path, counts: list[int],
           methods: list[str | None], seed: int, root: Path, say: Callable[..., None]) -> list[dict]:
     from edgeeff.convert import convert
+    from edgeeff.sensitivity import validation_figures
     from edgeeff.targets.base import get_target
 
     spec = get_target(target)
@@ -75,11 +76,8 @@ def sweep(variant: str, target: str, weights: str | None, calibration: str | Pat
             meta = convert(variant, target, weights=weights, out=root / f"{method}-{count}", calibration=calibration,
                            calibration_count=count, seed=seed, images=images, options={option: method} if method else {},
                            require_valid=False)
-            v = meta["validation"]
             rows.append({"target": target, "method": method or "default", "count": meta["calibration"]["count"],
-                         "agreement": v["top1_agreement"], "cosine": v["mean_cosine"], "snr_db": v.get("snr_db"),
-                         "top1": v.get("top1_artifact"), "top1_fp32": v.get("top1_keras"), "images": v["images"],
-                         "convert_seconds": meta["conversion_seconds"]})
+                         "top1": None, "top1_fp32": None, **validation_figures(meta), "convert_seconds": meta["conversion_seconds"]})
     return rows
 
 

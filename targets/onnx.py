@@ -3,11 +3,8 @@ onnxruntime.quantization, run under onnxruntime."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
-
-import numpy as np
 
 from edgeeff.errors import EdgeeffError
 from edgeeff.targets.base import TargetSpec, versions

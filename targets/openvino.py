@@ -4,10 +4,7 @@ with bf16 support would otherwise run an "fp32" IR in bf16."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-import numpy as np
 
 from edgeeff.errors import EdgeeffError
 from edgeeff.targets.base import TargetSpec, versions

@@ -3,7 +3,6 @@ ai-edge-litert, falling back to tflite-runtime."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +33,15 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
         converter.inference_input_type = io_dtype
         converter.inference_output_type = io_dtype
     blocks = options.get("float_blocks") or []
+    kept: set[str] = set()
+    if blocks:
+        from edgeeff import blockmap
+
+        kept = blockmap.layers_of(model, blockmap.check_units(model, blocks))
     try:
         with native_stderr_muted():
             if blocks:
-                flat = _selectively_quantized(tf, model, converter, saved_model, blocks, calibration)
+                flat = _selectively_quantized(tf, converter, saved_model, blocks, kept, calibration)
             else:
                 flat = converter.convert()
     except EdgeeffError:
@@ -49,6 +53,8 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
     if spec.precision == "int8":
         details["float_ops"] = float_ops(dest)
         details["fully_integer"] = not details["float_ops"]
+        # What validation refuses: float ops beyond the blocks asked to stay in float
+        details["unexpected_float_ops"] = float_ops(dest, kept) if blocks else details["float_ops"]
         if blocks:
             details["float_blocks"] = blocks
     if spec.accelerator == "edgetpu":
@@ -83,14 +89,13 @@ def compile_edgetpu(dest: Path) -> dict:
             "compiler": done.stdout.splitlines()[0] if done.stdout else "edgetpu_compiler"}
 
 
-def _selectively_quantized(tf, model, converter, saved_model: Path, blocks: list[str], calibration) -> bytes:
+def _selectively_quantized(tf, converter, saved_model: Path, blocks: list[str], layers: set[str], calibration) -> bytes:
     """Full-integer except the given Keras blocks: the converter's quantization debugger with a
     deny-list of those blocks' op outputs (TFLite's own selective quantization), int8 input/output
     kept. The deny-list names come from the float model's tensors, which keep the Keras layer names."""
     from edgeeff import blockmap
     from edgeeff.calibration.adapters import tflite_representative_dataset
 
-    layers = blockmap.layers_of(model, blockmap.check_units(model, blocks))
     module, _ = tflite_module()
     interp = module.Interpreter(model_content=tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert())
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
@@ -104,14 +109,21 @@ def _selectively_quantized(tf, model, converter, saved_model: Path, blocks: list
     return debugger.get_nondebug_quantized_model()
 
 
-def float_ops(path: Path) -> list[str]:
-    """Ops that still compute in float (by their output tensors' dtype): empty means full-integer."""
+def float_ops(path: Path, kept_layers: set[str] | None = None) -> list[str]:
+    """Ops that still compute in float (by their output tensors' dtype): empty means full-integer.
+    With ``kept_layers`` (the Keras layers of blocks kept in float on purpose) only the others: ops
+    of those layers, and the DEQUANTIZE ops at their borders, are what was asked for."""
+    from edgeeff import blockmap
+
     module, _ = tflite_module()
     with native_stderr_muted():
         interp = module.Interpreter(model_path=str(path))
-    dtypes = {t["index"]: t["dtype"] for t in interp.get_tensor_details()}
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
     floats = []
     for op in interp._get_ops_details():  # the interpreter's own op table; no public equivalent
-        if any(dtypes.get(i) in (np.float32, np.float16) for i in op["outputs"]):
+        if any(tensors[i]["dtype"] in (np.float32, np.float16) for i in op["outputs"] if i in tensors):
+            if kept_layers and (op["op_name"] == "DEQUANTIZE"
+                                or any(blockmap.layer_in_name(tensors[i]["name"], kept_layers) for i in op["outputs"] if i in tensors)):
+                continue
             floats.append(f"{op['op_name']}#{op['index']}")
     return floats

@@ -101,6 +101,8 @@ def test_budget_bad_input(tmp_path, lists):
     base = ["convert", "--variant", SMALL, "--calibration", str(lists["calib"]), "--out", str(tmp_path)]
     assert_one_line_error(run_cli(*base, "--target", "onnx-int8", "--images", str(lists["eval"]), "--max-drop", "0.3"),
                           "finer than 20 evaluation images can measure", "5.00 points", "334")
+    assert_one_line_error(run_cli(*base, "--target", "onnx-int8", "--images", str(lists["eval"]), "--max-drop", "0"),
+                          "no number of images can show a drop of exactly 0")
     assert_one_line_error(run_cli(*base, "--target", "onnx-int8", "--max-drop", "1"), "need --images")
     assert_one_line_error(run_cli("convert", "--variant", SMALL, "--target", "onnx-fp32", "--images", str(lists["eval"]),
                                   "--max-drop", "10", "--out", str(tmp_path)), "no int8 mode")
