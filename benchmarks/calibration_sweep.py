@@ -6,6 +6,7 @@ artifact and the Keras fp32 model on the same evaluation images: top-1, top-1 ag
 cosine of the logits, and the tie count (top-2 output values equal in the artifact).
 
     python benchmarks/calibration_sweep.py --targets tflite-int8,onnx-int8 --counts 16,64,128,200
+    python benchmarks/calibration_sweep.py --counts 10,64 --views 1,12 --out benchmarks/results/calibration_views
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--counts", default="16,64,128,200")
     ap.add_argument("--methods", default="", help="TARGET=key:value,key:value|key:value;... option sets per target "
                     "(e.g. onnx-int8=calibration_method:entropy); default: each target's defaults")
+    ap.add_argument("--views", default="", help="views per calibration image to compare, e.g. 1,12 (default: the source's own choice)")
     ap.add_argument("--images", default=str(SHARED))
     ap.add_argument("--calib-fraction", type=float, default=0.4)
     ap.add_argument("--seed", type=int, default=0)
@@ -80,11 +82,11 @@ def main() -> None:
             spec = get_target(target)
             module = spec.module()
             for method in methods.get(target, [None]):
-                for count in [int(c) for c in args.counts.split(",")]:
-                    calib = from_samples(pool, "shared pool", v.resolution, card, count, args.seed)
+                for count, views in [(int(c), int(w) if w else None) for c in args.counts.split(",") for w in args.views.split(",")]:
+                    calib = from_samples(pool, "shared pool", v.resolution, card, count, args.seed, views=views)
                     calib.arrays()
                     options = dict(_option(pair) for pair in (method or "").split(",") if pair)
-                    dest = Path(tmp) / f"{target}-{method}-{count}{spec.suffix}"
+                    dest = Path(tmp) / f"{target}-{method}-{count}-{calib.views}{spec.suffix}"
                     start = time.perf_counter()
                     module.export(model, spec, dest, calib, options, saved_model=saved)
                     seconds = time.perf_counter() - start
@@ -95,7 +97,8 @@ def main() -> None:
                     row = {
                         "target": target,
                         "method": method or "default",
-                        "count": len(calib),
+                        "count": len(calib.samples),
+                        "views": calib.views,
                         "top1_fp32": float((ref.argmax(1) == eval_y).mean()),
                         "top1": float((out.argmax(1) == eval_y).mean()),
                         "agreement": figures["top1_agreement"],
@@ -110,9 +113,11 @@ def main() -> None:
               "seed": args.seed, "environment": environment(), "versions": versions("tensorflow-cpu", "onnxruntime", "openvino", "nncf", "ai-edge-litert"),
               "rows": rows}
     fsio.write_text(Path(args.out + ".json"), json.dumps(report, indent=2) + "\n")
-    lines = ["| target | method | calib images | top-1 fp32 | top-1 int8 | agreement | mean cosine (logits) | top-2 ties |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| target | method | calib images | views each | top-1 fp32 | top-1 int8 | agreement | mean cosine (logits) | top-2 ties | convert s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['target']} | {r['method']} | {r['count']} | {r['top1_fp32']:.1%} | {r['top1']:.1%} | {r['agreement']:.1%} | {r['mean_cosine']:.4f} | {r['top2_ties']} |")
+        lines.append(f"| {r['target']} | {r['method']} | {r['count']} | {r['views']} | {r['top1_fp32']:.1%} | {r['top1']:.1%} | {r['agreement']:.1%} "
+                     f"| {r['mean_cosine']:.4f} | {r['top2_ties']} | {r['convert_seconds']} |")
     fsio.write_text(Path(args.out + ".md"), f"Lite0 ({args.weights}), {len(evaluation)} evaluation images, python {platform.python_version()}\n\n" + "\n".join(lines) + "\n")
 
 

@@ -1,7 +1,7 @@
 """Thin adapters from a :class:`CalibrationSource` to each backend's calibration interface.
 
-Each takes an optional ``progress(done, total)`` callback, called once per calibration image in
-every pass the backend makes over the data, so a progress bar can follow the long step.
+Each takes an optional ``progress(done, total)`` callback, called once per calibration array (one per
+view of each image, see ``source.VIEWS``) in every pass the backend makes over the data, so a progress bar can follow the long step.
 """
 
 from __future__ import annotations

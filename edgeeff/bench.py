@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgeeff import devicekit
 from edgeeff.errors import EdgeeffError
 from edgeeff.measure import Schedule, measure_in_subprocess
 
@@ -74,7 +75,6 @@ def measure_on_device(device, artifacts: dict[str, dict], threads: int | None, b
                       precision: str | None, say: Say, label: str = "", accept_new_host_key: bool = False) -> tuple[list[dict], dict]:
     """Rows for one device and that device's own description (``probe``); an unreachable remote
     device gives every target a failed row and ``{"error": ...}`` as its description."""
-    from edgeeff import devicekit
     from edgeeff.targets.base import get_target
 
     if device.remote:
@@ -156,7 +156,7 @@ def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: s
             "versions": last.get("versions") or (device_info or {}).get("runtimes"),
             "cpu": last.get("cpu") or (device_info or {}).get("cpu"),
             "executed_on": _executed_on(last["runner"], device),
-            "executed_precision": last["runner"].get("inference_precision") or meta["precision"],
+            "executed_precision": devicekit.executed_precision(last["runner"]) or meta["precision"],
         })
         rows.append(row)
     return add_speedups(rows)

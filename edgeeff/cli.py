@@ -60,6 +60,9 @@ class Group(click.Group):
             if os.environ.get("EDGEEFF_DEBUG"):
                 raise
             fail(str(exc), exc.exit_code)
+        except click.UsageError as exc:  # an option out of range, a missing value: one line too, not click's block
+            where = f"edgeeff {exc.ctx.info_name} --help" if exc.ctx is not None and exc.ctx.parent is not None else "edgeeff --help"
+            fail(f"{exc.format_message()} (see {where})", 2)
         except KeyboardInterrupt:
             fail("interrupted; nothing was written", 130)
         except MemoryError:
@@ -250,6 +253,8 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
 @click.option("--out", type=click.Path(file_okay=False), default="edgeeff-out", show_default=True, help="Folder for artifacts.")
 @click.option("--calibration", type=click.Path(), default=None, help="Calibration images (folder or label<TAB>path list). Default: the embedded photos.")
 @click.option("--calibration-count", type=int, default=None, help="Number of calibration images (seeded choice). Default 128.")
+@click.option("--calibration-views", type=click.IntRange(1, 12), default=None,
+              help="Views per calibration image (whole photo, crops, mirrored). Default: 12 below 50 images, else 1.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--images", type=click.Path(), default=None, help="Validation images (kept disjoint from calibration).")
 @click.option("--io-dtype", type=click.Choice(["int8", "uint8"]), default=None, help="tflite-int8 input/output type (default int8).")
@@ -267,7 +272,7 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
               help="With --max-drop/--min-agreement: the block ranking from `edgeeff sensitivity --json` (else measured now).")
 @click.option("--force", is_flag=True, help="Convert again even if an identical artifact exists.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the metadata as JSON.")
-def convert(variant, target, weights, out, calibration, calibration_count, seed, images, io_dtype, calibration_method,
+def convert(variant, target, weights, out, calibration, calibration_count, calibration_views, seed, images, io_dtype, calibration_method,
             quant_types, preset, overflow_fix, fast_bias_correction, float_blocks, max_drop, min_agreement, sensitivity_path, force,
             json_path) -> None:
     """Convert a variant to a deployment target, calibrated on real images, validated against Keras."""
@@ -307,13 +312,15 @@ def convert(variant, target, weights, out, calibration, calibration_count, seed,
             check_writable(Path(out))
             root, cleanup = sens.trial_root(Path(out))
             try:
-                trials = sens.Trials(variant, target, weights, images, calibration, calibration_count, seed, options, root, say)
+                trials = sens.Trials(variant, target, weights, images, calibration, calibration_count, seed, options, root, say,
+                                     calibration_views)
                 meta = sens.within_budget(trials, Path(out), max_drop, min_agreement, ranking)
             finally:
                 cleanup()
         else:
             meta = run_convert(variant, target, weights=weights, out=out, calibration=calibration,
-                               calibration_count=calibration_count, seed=seed, images=images, force=force, options=options, progress=say)
+                               calibration_count=calibration_count, calibration_views=calibration_views, seed=seed, images=images,
+                               force=force, options=options, progress=say)
     if meta.get("calibration"):
         for warning in meta["calibration"].get("warnings", []):
             console.print(f"[yellow]warning:[/] {warning}")
@@ -444,7 +451,7 @@ def calibrate_sweep(variant, weights, target, calibration, images, counts, metho
     finally:
         cleanup()
     title = f"{v.name} ({weights}) {target}: calibration size and method, {rows[0]['images']} evaluation images"
-    columns = [("method", "method"), ("count", "calib images"), ("agreement", "agreement"), ("cosine", "cosine"), ("snr_db", "SNR dB"),
+    columns = [("method", "method"), ("count", "calib images"), ("views", "views each"), ("agreement", "agreement"), ("cosine", "cosine"), ("snr_db", "SNR dB"),
                ("top1", "top-1"), ("top1_fp32", "fp32 top-1"), ("convert_seconds", "convert s")]
     report.print_table(rows, [c for c in columns if any(r.get(c[0]) is not None for r in rows)], title=title)
     if json_path:
@@ -613,8 +620,7 @@ def bench(variant, weights, target_names, device_name, devices_file, accept_new_
     columns = [("device", "device"), ("target", "target"), ("top1", "top-1"), ("agreement", "agreement"), ("size_mb", "MB"),
                ("init_ms", "init ms"), ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("speedup_vs_fp32", "x fp32"),
                ("executed_on", "ran on"), ("executed_precision", "ran as"), ("error", "error")]
-    if not any(r.get("top1") is not None for r in rows):
-        columns = [c for c in columns if c[0] != "top1"]
+    columns = [c for c in columns if c[0] not in ("top1", "error") or any(r.get(c[0]) is not None for r in rows)]
     if len(devices) == 1:
         columns = [c for c in columns if c[0] != "device"]
     where = ", ".join(d.name + (f" ({infos[d.name].get('cpu')}, {infos[d.name].get('machine')})" if d.remote and "cpu" in infos[d.name] else "")

@@ -69,7 +69,8 @@ def _content_key(variant, weights_label: str, weights_sha: str, spec: TargetSpec
         "weights": [weights_label, weights_sha],
         "target": spec.name,
         "options": options,
-        "calibration": [f["sha256"] for f in calib["files"]] + [calib["seed"], calib["preprocessing"]] if calib else None,
+        "calibration": [f["sha256"] for f in calib["files"]] + [calib["seed"], calib["preprocessing"], calib["views_per_image"]]
+        if calib else None,
         "edgeeff": __version__,
         "versions": versions(*spec.packages),
     }
@@ -135,6 +136,7 @@ def convert(
     out: str | Path | None = None,
     calibration: str | Path | None = None,
     calibration_count: int | None = None,
+    calibration_views: int | None = None,
     seed: int = 0,
     images: str | Path | None = None,
     force: bool = False,
@@ -186,9 +188,11 @@ def convert(
             from edgeeff.data import embedded_split
 
             calib_part, eval_samples = embedded_split()
-            calib = from_samples(calib_part, EMBEDDED_ORIGIN, v.resolution, card, calibration_count, seed, exclude=eval_samples)
+            calib = from_samples(calib_part, EMBEDDED_ORIGIN, v.resolution, card, calibration_count, seed, exclude=eval_samples,
+                                 views=calibration_views)
         else:
-            calib = from_images(calibration, v.resolution, card, calibration_count, seed, exclude=eval_samples)
+            calib = from_images(calibration, v.resolution, card, calibration_count, seed, exclude=eval_samples,
+                                views=calibration_views)
         calib.arrays(progress=lambda done, total: say("decoding calibration images", done, total))
         calib_manifest = calib.manifest()
 

@@ -414,6 +414,36 @@ def _type_name(value) -> str:
     return value.to_string() if hasattr(value, "to_string") else str(value)
 
 
+WEIGHTED_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
+
+
+def _layer_precisions(compiled) -> dict:
+    """How many convolution/matmul layers the plugin really runs at each precision (its runtime
+    graph's ``runtimePrecision``): the inference precision hint only governs the float ops, so an
+    int8 IR compiled with hint f32 runs its quantized layers in u8/i8."""
+    counts: dict = {}
+    try:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "layerType" in info and info["layerType"].astype(str) in WEIGHTED_LAYERS:
+                precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+                counts[precision] = counts.get(precision, 0) + 1
+    except Exception:  # a plugin without a runtime model (remote GPU plugins): the hint alone is reported
+        return {}
+    return counts
+
+
+def executed_precision(runner: dict) -> str | None:
+    """One phrase for a bench row: "int8 (rest f32)", "int8 41/50 (rest f32)", or the hint."""
+    hint, layers = runner.get("inference_precision"), runner.get("layer_precisions") or {}
+    integer = sum(n for p, n in layers.items() if p in ("u8", "i8"))
+    if not integer:
+        return hint
+    total = sum(layers.values())
+    share = "" if integer == total else f" {integer}/{total}"
+    return f"int8{share} (rest {hint})" if hint else f"int8{share}"
+
+
 class OpenVINORunner(ArrayRunner):
     """Compiles the IR for a static batch size (``batch``, and again for any other size a batch
     brings, cached): the IRs keep a dynamic batch axis, and the CPU plugin runs a dynamic shape
@@ -482,6 +512,7 @@ class OpenVINORunner(ArrayRunner):
             "device": self.device,
             "execution_devices": list(self.compiled.get_property("EXECUTION_DEVICES")),
             "inference_precision": _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "layer_precisions": _layer_precisions(self.compiled),
             "input": {"name": self.compiled.inputs[0].get_any_name(), "shape": str(self._shape),
                       "compiled_for_batch": sorted(self._compiled_for)},
             "output": {"name": self.compiled.outputs[0].get_any_name(), "shape": str(self._out_shape)},

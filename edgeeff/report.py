@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import platform
 import sys
 from datetime import datetime, timezone
@@ -31,6 +32,10 @@ def print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]], title:
     from rich.table import Table
 
     console = console or Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped or redirected, rich assumes 80 columns and folds every cell of a wide table into
+        # three lines; a log file reads better with the table at its natural width.
+        console = Console(file=console.file, width=max(console.width, 240))
     table = Table(title=title)
     for _, header in columns:
         table.add_column(header, overflow="fold")

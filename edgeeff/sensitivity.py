@@ -47,7 +47,8 @@ class Trials:
     """Conversions of one (variant, weights, target, calibration, images) with different float blocks."""
 
     def __init__(self, variant: str, target: str, weights: str | None, images: str | Path, calibration: str | Path | None,
-                 calibration_count: int | None, seed: int, options: dict | None, root: Path, say: Say) -> None:
+                 calibration_count: int | None, seed: int, options: dict | None, root: Path, say: Say,
+                 calibration_views: int | None = None) -> None:
         from edgeeff.targets.base import TARGETS, get_target
 
         self.spec = get_target(target)
@@ -55,7 +56,7 @@ class Trials:
             int8 = [t.name for t in TARGETS.values() if "float_blocks" in t.options]
             raise EdgeeffError(f"{target} has no int8 mode to keep blocks out of; use one of {', '.join(int8)}")
         self.args = dict(variant=variant, target=target, weights=weights, images=images, calibration=calibration,
-                         calibration_count=calibration_count, seed=seed)
+                         calibration_count=calibration_count, calibration_views=calibration_views, seed=seed)
         self.options = {k: v for k, v in (options or {}).items() if v is not None}
         self.root = root
         self.say = say

@@ -48,7 +48,8 @@ def preprocessing_check(variant: str, weights: str | None, samples: list, count:
 
     model = build(variant, weights=weights, classifier_activation=None)
     card, resolution = model.edgeeff_weights.preprocessing, model.input_shape[1]
-    source = from_samples(samples[:count], "preprocessing check", resolution, card, count, 0)
+    # One view per image: view 0 is the photo itself; the other views are other inputs by design.
+    source = from_samples(samples[:count], "preprocessing check", resolution, card, count, 0, views=1)
     calib = np.concatenate(source.arrays())  # in source.samples order (a seeded choice)
     evals = [batch for _good, batch, _bad in batches(source.samples, resolution, card, batch=len(source.samples)) if batch is not None]
     if not evals:
@@ -77,6 +78,7 @@ def sweep(variant: str, target: str, weights: str | None, calibration: str | Pat
                            calibration_count=count, seed=seed, images=images, options={option: method} if method else {},
                            require_valid=False)
             rows.append({"target": target, "method": method or "default", "count": meta["calibration"]["count"],
+                         "views": meta["calibration"].get("views_per_image", 1),
                          "top1": None, "top1_fp32": None, **validation_figures(meta), "convert_seconds": meta["conversion_seconds"]})
     return rows
 

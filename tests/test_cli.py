@@ -52,6 +52,9 @@ def test_predict_default_uses_bundled_photo():
         (["predict", "--variant", "lite0", "--weights", "/nope/w.pth"], ["not found"]),
         (["predict", "--variant", "lite0", "--weights", "lite1-pypi"], ["for lite1"]),
         (["models", "--variant", "b9"], ["unknown variant"]),
+        (["bench", "--threads", "0"], ["--threads", "edgeeff bench --help"]),  # click's own range checks: one line too
+        (["convert", "--calibration-views", "13"], ["--calibration-views", "1<=x<=12"]),
+        (["convrt"], ["did you mean 'convert'"]),
     ],
 )
 def test_bad_input_is_one_line(args, needles):

