@@ -5,8 +5,10 @@ edgeeff owns the model definition, so every layer has a Keras Applications name
 about: ``stem``, each MBConv/Fused-MBConv block (``block4b``), its squeeze-excitation part
 (``block4b_se``, where the family has SE) and ``head``. The preprocessing layer is never a unit: it
 always stays in float. Backends keep the Keras layer name inside their node names
-(``lite0_1/block4b_expand_conv_1/convolution`` in ONNX and TFLite); OpenVINO's TF frontend drops
-them, so its nodes are matched by structure instead (:func:`match_weighted_ops`).
+(``lite0_1/block4b_expand_conv_1/convolution`` in TFLite), but not always: tf2onnx names the
+convolutions it fuses with their batch norm ``Conv__330``, and OpenVINO's TF frontend drops every
+name, so weighted ops are matched by structure (:func:`match_weighted_ops`) and only the other
+nodes by name.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def weighted_layers(model) -> list[tuple[str, int]]:
     return [(layer.name, int(layer.output.shape[-1])) for layer in model.layers if isinstance(layer, kinds)]
 
 
-def match_weighted_ops(model, ops: Sequence, channels_of) -> dict[str, str]:
+def match_weighted_ops(model, ops: Sequence, channels_of, name_of=lambda op: op.get_friendly_name()) -> dict[str, str]:
     """Keras weighted layer name -> backend op name, by order and checked by output channels. The
     backend's ops must be its convolutions and matmuls in topological order."""
     layers = weighted_layers(model)
@@ -91,5 +93,5 @@ def match_weighted_ops(model, ops: Sequence, channels_of) -> dict[str, str]:
     for (name, channels), op in zip(layers, ops):
         if channels_of(op) not in (channels, None):
             raise EdgeeffError(f"cannot map blocks onto this graph: {name} has {channels} channels, its match {channels_of(op)}")
-        mapping[name] = op.get_friendly_name()
+        mapping[name] = name_of(op)
     return mapping

@@ -28,9 +28,13 @@ def quiet_tensorflow_import() -> None:
 
     try:
         with native_stderr_muted():
-            import tensorflow  # noqa: F401
+            import tensorflow
     except ImportError as exc:
         fail(f"TensorFlow is not importable ({exc}); reinstall: pip install -e .")
+    # Its Python warnings too: "N out of the last N calls ... triggered tf.function retracing" comes
+    # from validating one freshly built model per conversion (bench converts nine) and says nothing
+    # a user can act on.
+    tensorflow.get_logger().setLevel("ERROR")
 
 
 def check_report_paths(*paths: str | None) -> None:

@@ -39,6 +39,22 @@ def test_units_follow_the_keras_names():
         blockmap.check_units(lite, ["block9z"])
 
 
+def test_onnx_blocks_include_their_fused_convolutions(tmp_path):
+    """tf2onnx renames convolutions fused with their batch norm (Conv__NNN): every weighted layer of a
+    block must still be among its float nodes, or its activation goes float around a quantized conv."""
+    from edgeeff.targets.onnx import block_node_names
+
+    tiny = "b0:width=0.25,depth=0.25,resolution=32"
+    meta = convert(tiny, "onnx-fp32", weights="none", out=tmp_path)
+    model = build(tiny, weights=None)
+    graph = onnx.load(str(tmp_path / meta["path"].split("/")[-1] / meta["artifact"])).graph
+    kinds = {n.name: n.op_type for n in graph.node}
+    for block in ("stem", "block2a", "head"):
+        weighted = [name for name, _ in blockmap.weighted_layers(model) if name in blockmap.layers_of(model, [block])]
+        nodes = block_node_names(model, tmp_path / meta["path"].split("/")[-1] / meta["artifact"], [block])
+        assert sum(kinds[n] in ("Conv", "MatMul", "Gemm") for n in nodes) == len(weighted), (block, nodes)
+
+
 def _quantize_ops(meta, tmp_path) -> int:
     """Quantize ops in the artifact: QuantizeLinear (ONNX), FakeQuantize (OpenVINO), float ops (TFLite)."""
     path = tmp_path / meta["path"].split("/")[-1] / meta["artifact"]
