@@ -30,7 +30,7 @@ def main() -> None:
     plain = [{"target": t, "images": rep["plain_int8"]["images"], "agreement": f"{rep['plain_int8']['agreement']:.1%}",
               "snr": f"{rep['plain_int8']['snr_db']:.1f}", "top3": ", ".join(rep["ranking"][:3])} for t, rep in reports.items()]
     text = ("Lite0 (lite0-pypi), keep-float sensitivity: SNR of the logits gained by keeping one block in float, "
-            "its rank among the blocks that gain (`#`), per backend; 150 evaluation images, 103 calibration images.\n\n"
+            "its rank in that backend's ranking (`#`); 150 evaluation images, 103 calibration images.\n\n"
             + report.to_markdown(plain, [("target", "target"), ("images", "images"), ("agreement", "plain int8 agreement"),
                                          ("snr", "plain int8 SNR dB"), ("top3", "top three blocks")])
             + "\n" + report.to_markdown(rows, columns))
