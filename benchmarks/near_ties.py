@@ -33,7 +33,7 @@ def main() -> None:
 
     model = build("lite0", weights="lite0-pypi", classifier_activation=None)
     card = model.edgeeff_weights.preprocessing
-    x = np.concatenate([b for _, b, _ in batches(list_samples(LISTS / "eval.txt"), 224, card, batch=50) if b is not None])
+    x = np.concatenate([b for _, b, _ in batches(list_samples(LISTS / "eval.txt"), model.input_shape[1], card, batch=50) if b is not None])
     ref = np.asarray(model.predict(x, verbose=0))
     top2 = np.sort(softmax(ref), 1)[:, -2:]
     margin = top2[:, 1] - top2[:, 0]

@@ -60,13 +60,11 @@ def target_fits_device(spec, accelerator: str) -> str | None:
     """Why a target cannot run on a device, or None: an Edge TPU model needs an Edge TPU, and the
     target's runtime must be able to use the device's accelerator (``devicekit.ACCELERATORS``, the
     table the runners themselves refuse by), so nothing is converted, copied or timed in vain."""
-    from edgeeff.devicekit import RunnerError, accelerator_setting
-
     if spec.accelerator and spec.accelerator != accelerator:
         return f"{spec.name} runs only on a device with accelerator = \"{spec.accelerator}\""
     try:
-        accelerator_setting(accelerator, spec.backend)
-    except RunnerError as exc:
+        devicekit.accelerator_setting(accelerator, spec.backend)
+    except devicekit.RunnerError as exc:
         return f"{spec.name}: {exc}"
     return None
 
@@ -156,7 +154,7 @@ def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: s
             "versions": last.get("versions") or (device_info or {}).get("runtimes"),
             "cpu": last.get("cpu") or (device_info or {}).get("cpu"),
             "executed_on": _executed_on(last["runner"], device),
-            "executed_precision": devicekit.executed_precision(last["runner"]) or meta["precision"],
+            "executed_precision": executed_precision(last["runner"]) or meta["precision"],
         })
         rows.append(row)
     return add_speedups(rows)
@@ -174,6 +172,17 @@ def _executed_on(runner: dict, device: str) -> str:
     if placement.get("edgetpu_custom_ops"):
         return f"edgetpu:{placement['edgetpu_custom_ops']} cpu:{placement['cpu_ops']}"
     return runner.get("delegate", device).split(" ")[0]
+
+
+def executed_precision(runner: dict) -> str | None:
+    """One phrase for a bench row: "int8 (rest f32)", "int8 41/50 (rest f32)", or the hint."""
+    hint, layers = runner.get("inference_precision"), runner.get("layer_precisions") or {}
+    integer = sum(n for p, n in layers.items() if p in ("u8", "i8"))
+    if not integer:
+        return hint
+    total = sum(layers.values())
+    share = "" if integer == total else f" {integer}/{total}"
+    return f"int8{share} (rest {hint})" if hint else f"int8{share}"
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:

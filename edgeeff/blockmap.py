@@ -83,7 +83,7 @@ def weighted_layers(model) -> list[tuple[str, int]]:
     return [(layer.name, int(layer.output.shape[-1])) for layer in model.layers if isinstance(layer, kinds)]
 
 
-def match_weighted_ops(model, ops: Sequence, channels_of, name_of=lambda op: op.get_friendly_name()) -> dict[str, str]:
+def match_weighted_ops(model, ops: Sequence, channels_of, name_of) -> dict[str, str]:
     """Keras weighted layer name -> backend op name, by order and checked by output channels. The
     backend's ops must be its convolutions and matmuls in topological order."""
     layers = weighted_layers(model)

@@ -433,17 +433,6 @@ def _layer_precisions(compiled) -> dict:
     return counts
 
 
-def executed_precision(runner: dict) -> str | None:
-    """One phrase for a bench row: "int8 (rest f32)", "int8 41/50 (rest f32)", or the hint."""
-    hint, layers = runner.get("inference_precision"), runner.get("layer_precisions") or {}
-    integer = sum(n for p, n in layers.items() if p in ("u8", "i8"))
-    if not integer:
-        return hint
-    total = sum(layers.values())
-    share = "" if integer == total else f" {integer}/{total}"
-    return f"int8{share} (rest {hint})" if hint else f"int8{share}"
-
-
 class OpenVINORunner(ArrayRunner):
     """Compiles the IR for a static batch size (``batch``, and again for any other size a batch
     brings, cached): the IRs keep a dynamic batch axis, and the CPU plugin runs a dynamic shape

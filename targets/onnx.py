@@ -59,14 +59,13 @@ def block_node_names(model, path: Path, blocks: list[str]) -> list[str]:
     activations went float: a quantize step on the wide pre-activation range, which made "stem in
     float" 6.9 dB worse than plain int8."""
     import onnx
-    from onnx import numpy_helper
 
     from edgeeff import blockmap
 
     layers = blockmap.layers_of(model, blockmap.check_units(model, blocks))
     graph = onnx.load(str(path), load_external_data=False).graph
     shapes = {init.name: tuple(init.dims) for init in graph.initializer}
-    shapes.update({n.output[0]: tuple(numpy_helper.to_array(n.attribute[0].t).shape) for n in graph.node
+    shapes.update({n.output[0]: tuple(n.attribute[0].t.dims) for n in graph.node
                    if n.op_type == "Constant" and n.attribute and n.attribute[0].t.dims})
 
     def channels(node):

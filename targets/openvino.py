@@ -30,7 +30,7 @@ def block_op_names(model, ov_model, blocks: list[str]) -> list[str]:
         dim = shape[-1] if op.get_type_name() == "MatMul" else shape[1]
         return dim.get_length() if dim.is_static else None
 
-    mapping = blockmap.match_weighted_ops(model, ops, channels)
+    mapping = blockmap.match_weighted_ops(model, ops, channels, name_of=lambda op: op.get_friendly_name())
     layers = blockmap.layers_of(model, blockmap.check_units(model, blocks))
     return [mapping[name] for name in mapping if name in layers]
 
