@@ -1,7 +1,7 @@
 """Which images plain int8 changes: top-1 disagreements with fp32 against fp32's own margin.
 
 Lite0 with real weights, each int8 target with its default recipe, calibrated on the 103-image part
-of the seeded 20/80 split of the shared sample (`benchmarks/sensitivity_lite0.sh` makes the lists)
+of the seeded 20/80 split of the shared sample (`benchmarks/sensitivity.sh` makes the lists)
 and scored on the other 397. For every image the fp32 margin is top-1 minus top-2 softmax
 probability; a disagreement on an image whose margin is a few hundredths is a coin flip that any
 perturbation can turn, not a calibration fault.

@@ -1,5 +1,5 @@
 """Lite0's per-block int8 sensitivity side by side on the three backends, from the reports that
-`benchmarks/sensitivity_lite0.sh` writes (`edgeeff sensitivity --json`): SNR gained by keeping each
+`benchmarks/sensitivity.sh` writes (`edgeeff sensitivity --json`): SNR gained by keeping each
 block in float and its rank per backend, plus each backend's plain int8 figures.
 
     python benchmarks/sensitivity_compare.py   # -> benchmarks/results/sensitivity/lite0-compare.md

@@ -44,22 +44,40 @@ def units(model) -> list[str]:
     return seen
 
 
+def unit_macs(model) -> dict[str, int]:
+    """Multiply-adds of each unit (a block with its SE part): the cost proxy for keeping it in float."""
+    from edgeeff.flops import macs_by_layer
+
+    out = {unit: 0 for unit in units(model)}
+    for name, macs in macs_by_layer(model).items():
+        unit = unit_of(name)
+        if unit:
+            out[unit.removesuffix("_se")] = out.get(unit.removesuffix("_se"), 0) + macs
+    return out
+
+
 def check_units(model, chosen: Iterable[str]) -> list[str]:
+    """The chosen units, checked against the model. ``-blockX_se`` takes a block's SE part back out
+    (``block4a,-block4a_se``: the block in float but its SE int8), the set that quantizing the SE
+    part alone needs, since a block otherwise includes its SE part."""
     known = units(model)
     chosen = list(dict.fromkeys(chosen))
-    unknown = [u for u in chosen if u not in known]
+    unknown = [u for u in chosen if u.removeprefix("-") not in known]
     if unknown:
         raise EdgeeffError(f"unknown block(s) {', '.join(unknown)}; this model has: {', '.join(known)}")
+    wrong = [u for u in chosen if u.startswith("-") and not u.endswith("_se")]
+    if wrong:
+        raise EdgeeffError(f"only a squeeze-excitation part can be taken out of a block (-blockX_se), not {', '.join(wrong)}")
     return chosen
 
 
 def layers_of(model, chosen: Iterable[str]) -> set[str]:
-    """Keras layer names inside the chosen units; a block includes its SE part."""
+    """Keras layer names inside the chosen units; a block includes its SE part unless ``-blockX_se`` is chosen too."""
     chosen = set(chosen)
     out = set()
     for layer in model.layers:
         unit = unit_of(layer.name)
-        if unit and (unit in chosen or unit.removesuffix("_se") in chosen):
+        if unit and f"-{unit}" not in chosen and (unit in chosen or unit.removesuffix("_se") in chosen):
             out.add(layer.name)
     return out
 

@@ -269,7 +269,7 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
 @click.option("--overflow-fix", type=click.Choice(["enable", "first_layer_only", "disable"]), default=None,
               help="openvino-int8 only: 7-bit weights against saturation without VNNI (default enable).")
 @click.option("--fast-bias-correction/--bias-correction", default=None, help="openvino-int8 only (default fast).")
-@click.option("--float-blocks", default=None, help="int8 targets: keep these blocks in float (e.g. stem,block1a,head; see `edgeeff sensitivity`).")
+@click.option("--float-blocks", default=None, help="int8 targets: keep these blocks in float (e.g. stem,block1a,head; see `edgeeff sensitivity`); a block includes its SE part unless -blockX_se is listed too.")
 @click.option("--max-drop", type=float, default=None, help="int8 targets: keep the fewest blocks in float until the top-1 drop vs fp32 on --images is at most this many points.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="int8 targets: ... until top-1 agreement with fp32 on --images is at least this (0-1).")
 @click.option("--sensitivity", "sensitivity_path", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -350,12 +350,19 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
     report.print_table(summary, [("field", "field"), ("value", "value")], title="Validation against the Keras model")
     if meta.get("budget"):
         b = meta["budget"]
-        steps = [{"float": ", ".join(st["float_blocks"]) or "(plain int8)", "drop": st.get("drop_points"), "agreement": st["agreement"],
-                  "median_ms": st["median_ms"]} for st in b["steps"]]
-        report.print_table(steps, [("float", "blocks in float"), ("drop", "top-1 drop (pts)"), ("agreement", "agreement"),
-                                   ("median_ms", "median ms")], title="Budget search (each step a real conversion, measured)")
-        click.echo(f"kept in float: {', '.join(b['float_blocks']) or 'nothing (plain int8 meets the budget)'}; "
-                   f"speedup over fp32 {report.fmt(b.get('speedup_budgeted'))} (plain int8 {report.fmt(b.get('speedup_plain_int8'))})")
+        steps = [{"step": st.get("step", ""), "float": ", ".join(st["float_blocks"]) or "-", "drop": st.get("drop_points"),
+                  "agreement": st["agreement"], "meets": "yes" if st.get("meets") else "no", "median_ms": st["median_ms"]}
+                 for st in b["steps"]]
+        report.print_table(steps, [("step", "step"), ("float", "blocks in float"), ("drop", "top-1 drop (pts)"),
+                                   ("agreement", "agreement"), ("meets", "meets budget"), ("median_ms", "median ms")],
+                           title="Budget search (each step a real conversion, measured)")
+        kept = ", ".join(b["float_blocks"]) or "nothing (plain int8 meets the budget)"
+        ci = b.get("result", {}).get("drop_ci95_points")
+        drop = (f"; top-1 drop {b['result']['drop_points']:+.2f} points (paired 95% interval {ci[0]:+.2f} to {ci[1]:+.2f})"
+                if ci else "")
+        share = f"{b['speedup_kept']:.0%}" if b.get("speedup_kept") else "-"
+        click.echo(f"kept in float: {kept}{drop}; speedup over fp32 {report.fmt(b.get('speedup_budgeted'))} "
+                   f"(plain int8 {report.fmt(b.get('speedup_plain_int8'))}, {share} of it kept)")
     click.echo(f"artifact: {row['path']}")
     if json_path:
         report.write_json(json_path, [row], metadata=meta)

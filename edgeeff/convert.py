@@ -86,24 +86,46 @@ def validation_samples(images: str | Path | None, calibration_samples: Sequence[
     return rest or [Sample(p, None) for p in bundled_photos()]
 
 
+# The last validation set's decoded batches and Keras logits, by what determines them. A budget
+# search or sensitivity table converts the same (variant, weights) dozens of times against the same
+# images; recomputing the fp32 reference each time was most of a trial (Lite2 at 260 px: ~20 s of
+# Keras per 400 images). One entry: the memory is one set of decoded images.
+_REFERENCE: dict[tuple, list[tuple[np.ndarray, np.ndarray, list]]] = {}
+
+
+def _reference_batches(model, samples: Sequence[Sample], resolution: int, card, key: tuple | None):
+    """(images, Keras logits, labels) per batch, from the cache when ``key`` matches the last set."""
+    from edgeeff.evaluate import batches
+
+    if key is not None and key in _REFERENCE:
+        return _REFERENCE[key]
+    out = []
+    for good, batch, _bad in batches(list(samples), resolution, card, batch=16):
+        if batch is not None:
+            out.append((batch, np.asarray(model.predict(batch, verbose=0)), [s.label for s in good]))
+    if key is not None:
+        _REFERENCE.clear()
+        _REFERENCE[key] = out
+    return out
+
+
 def validate(runner, model, spec: TargetSpec, samples: Sequence[Sample], resolution: int, card, limit: int = 1000,
-             trained: bool = True) -> dict:
+             trained: bool = True, reference_key: tuple | None = None) -> dict:
     """Compare the artifact with the Keras model on real images; returns figures and failures.
 
     Labelled images also give both models' top-1/top-5, scored on the same images. Agreement is
     gated only for trained weights: a randomly initialised network's top-1 is a near-tie on every
     image (measured: V2-B0 tflite-int8 at 74.5% agreement with a logit cosine of 0.991), so for it the
-    output difference (cosine) is the check.
+    output difference (cosine) is the check. ``reference_key`` names what fixes the Keras side
+    (variant, weights, preprocessing, images) so repeated conversions reuse it.
     """
-    from edgeeff.evaluate import batches
-
     ref, out, labels = [], [], []
-    for good, batch, _bad in batches(list(samples)[:limit], resolution, card, batch=16):
-        if batch is None:
-            continue
-        ref.append(np.asarray(model.predict(batch, verbose=0)))
+    samples = list(samples)[:limit]
+    key = None if reference_key is None else (*reference_key, resolution, tuple(str(s.path) for s in samples))
+    for batch, logits, batch_labels in _reference_batches(model, samples, resolution, card, key):
+        ref.append(logits)
         out.append(np.concatenate([runner.predict(batch[i : i + 1]) for i in range(len(batch))]))
-        labels += [s.label for s in good]
+        labels += batch_labels
     if not ref:
         raise EdgeeffError("no readable validation images")
     ref_all, out_all = np.concatenate(ref), np.concatenate(out)
@@ -115,6 +137,11 @@ def validate(runner, model, spec: TargetSpec, samples: Sequence[Sample], resolut
             top5 = np.argsort(-scores, axis=1)[:, :5]
             figures[f"top1_{name}"] = float((top5[:, 0] == y).mean())
             figures[f"top5_{name}"] = float((top5 == y[:, None]).any(1).mean())
+        from edgeeff.evaluate import paired_drop
+
+        # The drop on the same images with its paired 95 % interval: on a few hundred images a
+        # drop of a few tenths is one or two photos, and the interval says how much that means.
+        figures["top1_drop_paired"] = paired_drop(ref_all.argmax(1) == y, out_all.argmax(1) == y)
     failures = []
     tolerance = {"fp32": FP32_TOLERANCE, "fp16": FP16_TOLERANCE}.get(spec.precision)
     if tolerance is not None and rel > tolerance:
@@ -229,7 +256,9 @@ def convert(
         # before compilation; the compiled file is checked on the device (`edgeeff eval --device`).
         runner = load_runner(spec, staging / details.get("cpu_twin", artifact.name), threads=None)
         vsamples = eval_samples or validation_samples(None, calib.samples if calib else ())
-        figures = validate(runner, model, spec, vsamples, v.resolution, card, trained=choice.label != "none")
+        figures = validate(runner, model, spec, vsamples, v.resolution, card, trained=choice.label != "none",
+                           # random initial weights are seeded by build(), so they too are fixed by the label
+                           reference_key=(v.name, choice.label, weights_sha, json.dumps(card.to_dict(), sort_keys=True)))
         leaked = details.get("unexpected_float_ops") if spec.precision == "int8" else None
         if leaked:
             figures["failures"].append(f"{len(leaked)} op(s) left in float: {', '.join(leaked[:3])}")

@@ -18,21 +18,26 @@ def _spatial(shape) -> int:
     return int(math.prod(int(d) for d in shape[1:-1])) if len(shape) > 2 else 1
 
 
-def count_macs(model: "keras.Model") -> int:
+def macs_by_layer(model: "keras.Model") -> dict[str, int]:
+    """Multiply-adds of each weighted layer, by Keras layer name."""
     import keras
 
-    total = 0
+    out = {}
     for layer in model.layers:
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             kh, kw, ch, mult = layer.kernel.shape
-            total += _spatial(layer.output.shape) * kh * kw * ch * mult
+            out[layer.name] = _spatial(layer.output.shape) * kh * kw * ch * mult
         elif isinstance(layer, keras.layers.Conv2D):
             kh, kw, cin, cout = layer.kernel.shape
-            total += _spatial(layer.output.shape) * kh * kw * cin * cout
+            out[layer.name] = _spatial(layer.output.shape) * kh * kw * cin * cout
         elif isinstance(layer, keras.layers.Dense):
             cin, cout = layer.kernel.shape
-            total += int(cin) * int(cout)
-    return int(total)
+            out[layer.name] = int(cin) * int(cout)
+    return {name: int(n) for name, n in out.items()}
+
+
+def count_macs(model: "keras.Model") -> int:
+    return int(sum(macs_by_layer(model).values()))
 
 
 def count_params(model: "keras.Model") -> tuple[int, int]:

@@ -11,7 +11,8 @@ temporary folder; only the chosen artifact is published.
   the error it removes) or ``quantize-alone`` (only this unit int8: the error it causes), with
   top-1 agreement, mean cosine and SNR of the logits against fp32.
 * ``within_budget``: plain int8 first; if it misses the budget, units are kept in float in order of
-  sensitivity until the budget holds, and the latency cost of each step is measured.
+  sensitivity until the budget holds, then each is tried back in int8 (costliest first) and left
+  out of the float set if the budget still holds; the latency of each step is measured.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def validation_figures(meta: dict) -> dict:
     row = {"agreement": v["top1_agreement"], "cosine": v["mean_cosine"], "snr_db": v.get("snr_db"), "images": v["images"]}
     if "top1_artifact" in v:
         row.update({"top1": v["top1_artifact"], "top1_fp32": v["top1_keras"], "drop_points": (v["top1_keras"] - v["top1_artifact"]) * 100})
+        if "top1_drop_paired" in v:
+            row["drop_ci95_points"] = v["top1_drop_paired"]["ci95_points"]
     return row
 
 
@@ -69,7 +72,7 @@ class Trials:
         already includes it) returns the earlier trial."""
         from edgeeff.convert import convert
 
-        kept = [b for b in dict.fromkeys(blocks) if not (b.endswith("_se") and b.removesuffix("_se") in blocks)]
+        kept = [b for b in dict.fromkeys(blocks) if not (b.endswith("_se") and not b.startswith("-") and b.removesuffix("_se") in blocks)]
         if frozenset(kept) in self._done:
             return self._done[frozenset(kept)]
         self.count += 1
@@ -91,10 +94,15 @@ class Trials:
 
 
 def model_units(variant: str, weights: str | None) -> list[str]:
+    return list(_unit_macs(variant, weights))
+
+
+def _unit_macs(variant: str, weights: str | None) -> dict[str, int]:
+    """Every unit in network order, with its multiply-adds (a block's include its SE part)."""
     from edgeeff import blockmap
     from edgeeff.api import build
 
-    return blockmap.units(build(variant, weights=weights, classifier_activation=None))
+    return blockmap.unit_macs(build(variant, weights=weights, classifier_activation=None))
 
 
 def sensitivity(trials: Trials, units: list[str], mode: str = "keep-float") -> dict:
@@ -104,7 +112,7 @@ def sensitivity(trials: Trials, units: list[str], mode: str = "keep-float") -> d
     base = validation_figures(trials.run([], "plain int8"))
     rows = []
     for unit in units:
-        blocks = [unit] if mode == "keep-float" else [u for u in units if u != unit]
+        blocks = [unit] if mode == "keep-float" else [u for u in units if u != unit] + (["-" + unit] if unit.endswith("_se") else [])
         figures = validation_figures(trials.run(blocks, f"{unit} ({mode})"))
         sign = 1 if mode == "keep-float" else -1  # keep-float: error removed; quantize-alone: error caused
         row = {"block": unit, **figures,
@@ -157,6 +165,28 @@ def _interleaved(metas: list[dict], threads: int | None, say: Say, rounds: int =
     return [median(r) if r else None for r in runs]
 
 
+def _prune(trials: Trials, chosen: list[str], meta: dict, costs: dict[str, int], max_drop: float | None,
+           min_agreement: float | None, steps: list[dict], latency: Callable[[dict], float | None]) -> tuple[list[str], dict]:
+    """Backward pass: try the budgeted set without each of its blocks, costliest (most multiply-adds)
+    first, and drop every block the budget holds without. Adding in sensitivity order overshoots: a
+    block that helped SNR may not be needed for top-1 once later blocks are float, and the costly
+    ones are what eat the int8 speedup (measured: Lite0 OpenVINO kept 4 blocks, 85 % of it)."""
+    for unit in sorted(chosen, key=lambda u: costs.get(u, 0), reverse=True):
+        if len(chosen) == 1:
+            break
+        fewer = [u for u in chosen if u != unit]
+        if any(set(st["float_blocks"]) == set(fewer) for st in steps):  # the forward pass already tried it: it missed
+            continue
+        trial = trials.run(fewer, f"float without {unit}: {', '.join(fewer)}")
+        figures = validation_figures(trial)
+        holds = _meets(figures, max_drop, min_agreement)
+        steps.append({"step": f"without {unit}", "float_blocks": fewer, **figures, "median_ms": latency(trial),
+                      "meets": holds})
+        if holds:
+            chosen, meta = fewer, trial
+    return chosen, meta
+
+
 def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreement: float | None, ranking: list[str] | None = None,
                   threads: int | None = None) -> dict:
     """Plain int8 if it meets the budget; else the fewest units in float (in sensitivity order)
@@ -173,11 +203,14 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
     steps = []
     meta = trials.run([], "plain int8")
     figures = validation_figures(meta)
-    steps.append({"float_blocks": [], **figures, "median_ms": _latency(meta, threads)})
+    steps.append({"step": "plain int8", "float_blocks": [], **figures, "median_ms": _latency(meta, threads),
+                  "meets": _meets(figures, max_drop, min_agreement)})
     chosen: list[str] = []
+    costs: dict[str, int] = {}
     trial_metas = [meta]
     if not _meets(figures, max_drop, min_agreement):
-        every = model_units(trials.args["variant"], trials.args["weights"])
+        costs = _unit_macs(trials.args["variant"], trials.args["weights"])
+        every = list(costs)
         if ranking is None:
             ranking = sensitivity(trials, every)["ranking"]
         unknown = [u for u in ranking if u not in every]
@@ -187,7 +220,8 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
             chosen.append(unit)
             meta = trials.run(list(chosen), f"float: {', '.join(chosen)}")
             figures = validation_figures(meta)
-            steps.append({"float_blocks": list(chosen), **figures, "median_ms": _latency(meta, threads)})
+            steps.append({"step": f"add {unit}", "float_blocks": list(chosen), **figures, "median_ms": _latency(meta, threads),
+                          "meets": _meets(figures, max_drop, min_agreement)})
             trial_metas.append(meta)
             if _meets(figures, max_drop, min_agreement):
                 break
@@ -196,6 +230,7 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
             raise BudgetError(f"the budget ({_budget_text(max_drop, min_agreement)}) cannot be met even with {scope} in float "
                               f"(drop {figures.get('drop_points', float('nan')):+.2f} points, agreement {figures['agreement']:.1%}); "
                               "nothing was written")
+        chosen, meta = _prune(trials, chosen, meta, costs, max_drop, min_agreement, steps, lambda m: _latency(m, threads))
     fp32 = trials.run_float(f"{trials.spec.backend}-fp32")
     # The comparison that matters, measured side by side: fp32, plain int8 and the chosen artifact in
     # interleaved rounds (one fresh process each), medians over rounds.
@@ -206,6 +241,8 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
               "speedup_plain_int8": fp32_ms / plain_ms if fp32_ms and plain_ms else None,
               "speedup_budgeted": fp32_ms / final_ms if fp32_ms and final_ms else None,
               "speedup_kept": (plain_ms / final_ms) if plain_ms and final_ms else None,
+              "float_macs_fraction": sum(costs[u] for u in chosen) / sum(costs.values()) if chosen else 0.0,
+              "result": validation_figures(meta),
               "measured_on": "this machine: steps once each; fp32, plain int8 and the result in 3 interleaved rounds, fresh processes"}
     folder = Path(meta["path"])
     meta.pop("path", None)

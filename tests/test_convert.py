@@ -94,6 +94,24 @@ def test_same_inputs_reuse_the_artifact(tmp_path, lists):
     assert again.get("reused") and again["content_key"] == first["content_key"]
 
 
+def test_the_keras_reference_is_reused_only_for_the_same_images(tmp_path, lists, few_images):
+    """Budget searches convert one model dozens of times against one image set: the fp32 reference is
+    computed once. A different set (or model) must never be served the cached logits."""
+    from edgeeff import convert as conv
+
+    first = convert(TINY, "onnx-fp32", out=tmp_path / "a", images=lists["eval"])
+    assert len(conv._REFERENCE) == 1
+    (key,) = conv._REFERENCE
+    cached = convert(TINY, "openvino-fp32", out=tmp_path / "b", images=lists["eval"])  # served from the cache
+    assert list(conv._REFERENCE) == [key] and cached["validation"]["max_rel_diff"] <= 1e-4
+    assert cached["validation"]["top1_keras"] == first["validation"]["top1_keras"]
+    four = write_list(list_samples(few_images[0].parent)[::125], tmp_path / "four.txt")
+    other = convert(TINY, "onnx-fp32", out=tmp_path / "c", images=four)
+    assert other["validation"]["images"] == 4 and list(conv._REFERENCE) != [key] and other["validation"]["max_rel_diff"] <= 1e-4
+    wider = convert("lite0:width=0.3,depth=0.25,resolution=64", "onnx-fp32", out=tmp_path / "d", images=four)
+    assert wider["validation"]["max_rel_diff"] <= 1e-4  # another model, same images: its own reference
+
+
 def test_calibration_overlapping_evaluation_is_refused(tmp_path, lists):
     with pytest.raises(EdgeeffError, match="overlaps the evaluation images in 48 file"):
         convert(TINY, "onnx-int8", out=tmp_path, calibration=lists["calib"], images=lists["calib"])

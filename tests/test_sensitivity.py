@@ -34,6 +34,10 @@ def test_units_follow_the_keras_names():
     assert "block1a_se" in blockmap.units(b0)
     assert "block1a_se_reduce" in blockmap.layers_of(b0, ["block1a"]) and "block1a_dwconv" not in blockmap.layers_of(b0, ["block1a_se"])
     assert "preprocess" not in blockmap.layers_of(b0, blockmap.units(b0))  # preprocessing always stays float
+    main_path = blockmap.layers_of(b0, blockmap.check_units(b0, ["block1a", "-block1a_se"]))  # the block in float, its SE int8
+    assert "block1a_dwconv" in main_path and "block1a_se_reduce" not in main_path
+    with pytest.raises(Exception, match="only a squeeze-excitation part"):
+        blockmap.check_units(b0, ["-block1a"])
     assert blockmap.layer_in_name("lite0_1/block4b_expand_bn_1/batchnorm/mul_1", {"block4b_expand_bn"}) == "block4b_expand_bn"
     with pytest.raises(Exception, match="unknown block"):
         blockmap.check_units(lite, ["block9z"])
@@ -105,6 +109,8 @@ def test_budget_keeps_the_fewest_blocks_in_float(tmp_path, lists):
     budget = json.loads(report.read_text())["metadata"]["budget"]
     assert budget["float_blocks"] == [] and len(budget["steps"]) == 1  # plain int8 meets a zero budget: nothing kept in float
     assert budget["fp32_median_ms"] > 0 and budget["plain_int8_median_ms"] > 0
+    assert "kept in float: nothing (plain int8 meets the budget); top-1 drop" in done.stdout and "of it kept)" in done.stdout
+    assert len(budget["result"]["drop_ci95_points"]) == 2 and budget["float_macs_fraction"] == 0.0
     assert [p.name for p in out.iterdir()] == ["lite0_resolution64-onnx-int8"]  # trials cleaned up, one artifact published
     impossible = run_cli("convert", "--variant", SMALL, "--target", "onnx-int8", "--images", str(lists["eval"]), "--calibration",
                          str(lists["calib"]), "--min-agreement", "1.0", "--sensitivity", str(ranking), "--out", str(tmp_path / "none"))
@@ -138,3 +144,52 @@ def test_calibrate_sweep_cli(tmp_path, lists):
     assert data["preprocessing_check"]["identical"] is True and plot.read_bytes()[:4] == b"\x89PNG"
     assert_one_line_error(run_cli("calibrate-sweep", "--target", "tflite-int8", "--calibration", str(lists["calib"]), "--images",
                                   str(lists["eval"]), "--methods", "entropy"), "one calibration method")
+
+
+class _RuleTrials:
+    """A budget search's trials scored by a rule on the float set: the search logic alone, with no backend."""
+
+    def __init__(self, needed: set[str]):
+        self.needed, self.runs = needed, []
+
+    def run(self, blocks, label):
+        self.runs.append(sorted(blocks))
+        ok = self.needed <= set(blocks)
+        return {"validation": {"top1_agreement": 1.0 if ok else 0.9, "mean_cosine": 0.99, "snr_db": 20.0, "images": 400,
+                               "top1_keras": 0.9, "top1_artifact": 0.9 if ok else 0.88}}
+
+
+def test_prune_drops_blocks_the_budget_holds_without_costliest_first():
+    from edgeeff.sensitivity import _prune
+
+    trials = _RuleTrials({"block2a"})
+    steps = [{"float_blocks": [], "meets": False}, {"float_blocks": ["stem"], "meets": False},
+             {"float_blocks": ["stem", "block6a"], "meets": False}]
+    costs = {"stem": 10, "block6a": 50, "block2a": 20}
+    chosen, meta = _prune(trials, ["stem", "block6a", "block2a"], {"validation": {}}, costs, 0.3, None, steps, lambda m: None)
+    assert chosen == ["block2a"]
+    # block6a (costliest) first, then stem; without block2a the set is one the forward pass had missed with
+    assert trials.runs == [["block2a", "stem"], ["block2a"]]
+    assert [st["step"] for st in steps[3:]] == ["without block6a", "without stem"] and all(st["meets"] for st in steps[3:])
+    assert meta["validation"]["top1_artifact"] == 0.9
+
+
+def test_unit_costs_are_the_blocks_multiply_adds():
+    from edgeeff.flops import count_macs
+
+    b0 = build("b0:width=0.25,depth=0.25,resolution=32", weights=None)
+    costs = blockmap.unit_macs(b0)
+    assert list(costs)[0] == "stem" and costs["block1a_se"] == 0 and costs["stem"] == 16 * 16 * 3 * 3 * 3 * 8
+    assert sum(costs.values()) == count_macs(b0)  # every weighted layer belongs to a unit
+
+
+def test_quantize_alone_of_an_se_part_quantizes_it(tmp_path, lists):
+    """Quantizing ``block2a_se`` alone must put quantize ops on its SE convolutions, though every other
+    unit, block2a included, stays float (a block otherwise includes its SE part)."""
+    tiny = "b0:width=0.25,depth=0.25,resolution=32"
+    every = blockmap.units(build(tiny, weights=None))
+    common = dict(weights="none", calibration=lists["calib"], images=lists["eval"], require_valid=False)
+    all_float = convert(tiny, "onnx-int8", out=tmp_path / "a", options={"float_blocks": every}, **common)
+    se_alone = convert(tiny, "onnx-int8", out=tmp_path / "b", options={"float_blocks": [u for u in every if u != "block2a_se"] + ["-block2a_se"]},
+                       **common)
+    assert _quantize_ops(se_alone, tmp_path / "b") > _quantize_ops(all_float, tmp_path / "a")

@@ -1,0 +1,100 @@
+"""What the float fallback costs in speed, measured side by side: for each variant and backend, the
+fp32 artifact, plain int8 and the budgeted int8 (``benchmarks/sensitivity.sh``'s ``--max-drop``
+result in ``.bench-budget/``), in interleaved rounds of fresh processes, with the accuracy figures
+from the budget records beside them.
+
+The budget search itself times its result in 3 rounds while it works; on a shared 2-core machine
+that is too few to tell 90 % from 100 % of the speedup kept, so this re-measures in more rounds,
+alone. fp32 and plain int8 are converted again with the same calibration (the same content key as
+the budget's own plain trial).
+
+    python benchmarks/budget_latency.py --variants lite0,lite1,lite2 --rounds 7
+
+Writes ``benchmarks/results/sensitivity/budget_latency.{json,md}`` (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from edgeeff import fsio, report
+from edgeeff.convert import convert
+from edgeeff.measure import Schedule, measure_in_subprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "sensitivity"
+LISTS = ROOT / ".bench-lists"
+SCHEDULE = Schedule(warmup_runs=10, warmup_seconds=1.0, min_runs=50, min_seconds=3.0)
+
+
+def artifacts(variant: str, target: str) -> tuple[dict, dict, Path, dict]:
+    record = json.loads((RESULTS / f"{variant}-{target}-budget.json").read_text())["metadata"]
+    budgeted = ROOT / ".bench-budget" / Path(record["path"]).name
+    backend = target.split("-")[0]
+    common = dict(weights=record["weights"]["label"], images=LISTS / "eval150.txt")
+    fp32 = convert(variant, f"{backend}-fp32", out=ROOT / ".bench-plain", **common)
+    plain = convert(variant, target, out=ROOT / ".bench-plain", calibration=LISTS / "cal.txt", require_valid=False, **common)
+    return fp32, plain, budgeted, record
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", default="lite0,lite1,lite2")
+    ap.add_argument("--targets", default="openvino-int8,onnx-int8,tflite-int8")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    cases = []
+    for variant in args.variants.split(","):
+        for target in args.targets.split(","):
+            if (RESULTS / f"{variant}-{target}-budget.json").is_file():
+                fp32, plain, budgeted, record = artifacts(variant, target)
+                cases.append({"variant": variant, "target": target, "paths": [fp32["path"], plain["path"], str(budgeted)],
+                              "record": record})
+    times: list[list[list[float]]] = [[[], [], []] for _ in cases]
+    for number in range(args.rounds):
+        print(f"round {number + 1}/{args.rounds}", flush=True)
+        for case, slots in zip(cases, times):
+            for path, slot in zip(case["paths"], slots):
+                ms = measure_in_subprocess(path, args.threads, 1, SCHEDULE).get("median_ms")
+                if ms:
+                    slot.append(ms)
+    rows = []
+    for case, (fp32_ms, plain_ms, budget_ms) in zip(cases, times):
+        b = case["record"]["budget"]
+        plain_step, result = b["steps"][0], b.get("result") or b["steps"][-1]
+        fp32_m, plain_m, budget_m = (statistics.median(x) for x in (fp32_ms, plain_ms, budget_ms))
+        # per-round ratios: the same round's three measurements share the machine's state
+        kept = statistics.median(p / q for p, q in zip(plain_ms, budget_ms))
+        rows.append({
+            "variant": case["variant"], "target": case["target"], "float_blocks": ", ".join(b["float_blocks"]) or "-",
+            "float_macs_pct": round(100 * b.get("float_macs_fraction", 0.0), 1),
+            "top1_fp32": round(100 * plain_step["top1_fp32"], 1),
+            "plain_drop": round(plain_step["drop_points"], 2), "plain_agreement": round(100 * plain_step["agreement"], 1),
+            "budget_drop": round(result["drop_points"], 2),
+            "budget_drop_ci95": [round(x, 2) for x in result.get("drop_ci95_points", [])],
+            "budget_agreement": round(100 * result["agreement"], 1),
+            "fp32_ms": round(fp32_m, 2), "plain_ms": round(plain_m, 2), "budget_ms": round(budget_m, 2),
+            "plain_speedup": round(fp32_m / plain_m, 2), "budget_speedup": round(fp32_m / budget_m, 2),
+            "kept_pct": round(100 * kept), "rounds": len(budget_ms),
+        })
+    cols = [("variant", "variant"), ("target", "target"), ("top1_fp32", "fp32 top-1 %"), ("plain_drop", "plain drop (pts)"),
+            ("plain_agreement", "plain agr. %"), ("float_blocks", "kept in float"), ("float_macs_pct", "float MACs %"),
+            ("budget_drop", "budgeted drop (pts)"), ("budget_drop_ci95", "paired 95% CI"), ("budget_agreement", "budgeted agr. %"),
+            ("fp32_ms", "fp32 ms"), ("plain_ms", "plain int8 ms"), ("budget_ms", "budgeted ms"), ("plain_speedup", "plain x fp32"),
+            ("budget_speedup", "budgeted x fp32"), ("kept_pct", "speedup kept %")]
+    report.write_json(RESULTS / "budget_latency.json", rows, rounds=args.rounds, threads=args.threads, schedule=SCHEDULE.__dict__)
+    head = (f"# Float fallback to `--max-drop 0.3`: accuracy and latency, plain vs budgeted int8\n\n"
+            f"Shared sample, seeded 20/80 split: 103 calibration, 397 evaluation photos (drops and agreement from the budget "
+            f"search on all 397; one photo = 0.25 points). Latency: batch 1, {args.threads} threads, median over {args.rounds} "
+            f"interleaved rounds of fresh processes on this machine; 'speedup kept' = median over rounds of plain int8 ms / "
+            f"budgeted ms.\n\n")
+    fsio.write_text(RESULTS / "budget_latency.md", head + report.to_markdown(rows, cols) + "\n")
+    print(report.to_markdown(rows, cols))
+
+
+if __name__ == "__main__":
+    main()
