@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 
 from edgeeff import fsio, report
@@ -65,7 +66,7 @@ def main() -> None:
     rows = []
     for case, (fp32_ms, plain_ms, budget_ms) in zip(cases, times):
         b = case["record"]["budget"]
-        plain_step, result = b["steps"][0], b.get("result") or b["steps"][-1]
+        plain_step, result = b["steps"][0], b["result"]  # not steps[-1]: the backward pass may end on a rejected trial
         fp32_m, plain_m, budget_m = (statistics.median(x) for x in (fp32_ms, plain_ms, budget_ms))
         # per-round ratios: the same round's three measurements share the machine's state
         kept = statistics.median(p / q for p, q in zip(plain_ms, budget_ms))
@@ -86,7 +87,7 @@ def main() -> None:
             ("budget_drop", "budgeted drop (pts)"), ("budget_drop_ci95", "paired 95% CI"), ("budget_agreement", "budgeted agr. %"),
             ("fp32_ms", "fp32 ms"), ("plain_ms", "plain int8 ms"), ("budget_ms", "budgeted ms"), ("plain_speedup", "plain x fp32"),
             ("budget_speedup", "budgeted x fp32"), ("kept_pct", "speedup kept %")]
-    report.write_json(RESULTS / "budget_latency.json", rows, rounds=args.rounds, threads=args.threads, schedule=SCHEDULE.__dict__)
+    report.write_json(RESULTS / "budget_latency.json", rows, rounds=args.rounds, threads=args.threads, schedule=asdict(SCHEDULE))
     head = (f"# Float fallback to `--max-drop 0.3`: accuracy and latency, plain vs budgeted int8\n\n"
             f"Shared sample, seeded 20/80 split: 103 calibration, 397 evaluation photos (drops and agreement from the budget "
             f"search on all 397; one photo = 0.25 points). Latency: batch 1, {args.threads} threads, median over {args.rounds} "

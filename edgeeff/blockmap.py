@@ -52,7 +52,7 @@ def unit_macs(model) -> dict[str, int]:
     for name, macs in macs_by_layer(model).items():
         unit = unit_of(name)
         if unit:
-            out[unit.removesuffix("_se")] = out.get(unit.removesuffix("_se"), 0) + macs
+            out[unit.removesuffix("_se")] += macs
     return out
 
 

@@ -203,12 +203,12 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
     steps = []
     meta = trials.run([], "plain int8")
     figures = validation_figures(meta)
-    steps.append({"step": "plain int8", "float_blocks": [], **figures, "median_ms": _latency(meta, threads),
-                  "meets": _meets(figures, max_drop, min_agreement)})
+    holds = _meets(figures, max_drop, min_agreement)
+    steps.append({"step": "plain int8", "float_blocks": [], **figures, "median_ms": _latency(meta, threads), "meets": holds})
     chosen: list[str] = []
     costs: dict[str, int] = {}
     trial_metas = [meta]
-    if not _meets(figures, max_drop, min_agreement):
+    if not holds:
         costs = _unit_macs(trials.args["variant"], trials.args["weights"])
         every = list(costs)
         if ranking is None:
@@ -220,10 +220,11 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
             chosen.append(unit)
             meta = trials.run(list(chosen), f"float: {', '.join(chosen)}")
             figures = validation_figures(meta)
+            holds = _meets(figures, max_drop, min_agreement)
             steps.append({"step": f"add {unit}", "float_blocks": list(chosen), **figures, "median_ms": _latency(meta, threads),
-                          "meets": _meets(figures, max_drop, min_agreement)})
+                          "meets": holds})
             trial_metas.append(meta)
-            if _meets(figures, max_drop, min_agreement):
+            if holds:
                 break
         else:
             scope = "every block" if set(ranking) >= set(every) else f"all {len(ranking)} ranked blocks"
