@@ -56,29 +56,68 @@ def unit_macs(model) -> dict[str, int]:
     return out
 
 
+def layer_macs(model) -> dict[str, list[tuple[str, int]]]:
+    """Each block's weighted layers (as units: :func:`layer_groups`) with their multiply-adds, cheapest
+    first: the narrower fallbacks the budget search tries in place of a whole float block."""
+    from edgeeff.flops import macs_by_layer
+
+    macs = macs_by_layer(model)
+    out: dict[str, list[tuple[str, int]]] = {}
+    for name in layer_groups(model):
+        out.setdefault(unit_of(name).removesuffix("_se"), []).append((name, macs[name]))
+    return {block: sorted(layers, key=lambda item: item[1]) for block, layers in out.items()}
+
+
 def check_units(model, chosen: Iterable[str]) -> list[str]:
     """The chosen units, checked against the model. ``-blockX_se`` takes a block's SE part back out
     (``block4a,-block4a_se``: the block in float but its SE int8), the set that quantizing the SE
-    part alone needs, since a block otherwise includes its SE part."""
+    part alone needs, since a block otherwise includes its SE part. A weighted layer's own name
+    (``block1a_dwconv``) is a unit too: that convolution with its batch norm and activation, a
+    cheaper fallback than its whole block."""
     known = units(model)
     chosen = list(dict.fromkeys(chosen))
-    unknown = [u for u in chosen if u.removeprefix("-") not in known]
+    unknown = [u for u in chosen if u.removeprefix("-") not in known and u not in layer_groups(model)]
     if unknown:
-        raise EdgeeffError(f"unknown block(s) {', '.join(unknown)}; this model has: {', '.join(known)}")
+        raise EdgeeffError(f"unknown block(s) {', '.join(unknown)}; this model has: {', '.join(known)} "
+                           "(or a convolution of a block by its layer name, such as block1a_dwconv)")
     wrong = [u for u in chosen if u.startswith("-") and not u.endswith("_se")]
     if wrong:
         raise EdgeeffError(f"only a squeeze-excitation part can be taken out of a block (-blockX_se), not {', '.join(wrong)}")
     return chosen
 
 
+def layer_groups(model) -> dict[str, list[str]]:
+    """Each weighted layer of a unit with the unweighted layers that follow it inside the same unit
+    (its batch norm, activation, pooling): what keeping that one convolution in float means."""
+    weighted = {name for name, _ in weighted_layers(model)}
+    groups: dict[str, list[str]] = {}
+    current = None
+    for layer in model.layers:
+        unit = unit_of(layer.name)
+        if layer.name in weighted:
+            current = layer.name if unit else None
+            if current:
+                groups[current] = [current]
+        elif current and unit and unit.removesuffix("_se") == unit_of(current).removesuffix("_se"):
+            groups[current].append(layer.name)
+        else:
+            current = None
+    return groups
+
+
 def layers_of(model, chosen: Iterable[str]) -> set[str]:
-    """Keras layer names inside the chosen units; a block includes its SE part unless ``-blockX_se`` is chosen too."""
+    """Keras layer names inside the chosen units; a block includes its SE part unless ``-blockX_se``
+    is chosen too; a weighted layer's name brings its group (:func:`layer_groups`)."""
     chosen = set(chosen)
     out = set()
     for layer in model.layers:
         unit = unit_of(layer.name)
         if unit and f"-{unit}" not in chosen and (unit in chosen or unit.removesuffix("_se") in chosen):
             out.add(layer.name)
+    known = set(units(model))
+    groups = layer_groups(model) if any(u.removeprefix("-") not in known for u in chosen) else {}
+    for name in chosen:
+        out.update(groups.get(name, []))
     return out
 
 

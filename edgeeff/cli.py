@@ -269,7 +269,7 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
 @click.option("--overflow-fix", type=click.Choice(["enable", "first_layer_only", "disable"]), default=None,
               help="openvino-int8 only: 7-bit weights against saturation without VNNI (default enable).")
 @click.option("--fast-bias-correction/--bias-correction", default=None, help="openvino-int8 only (default fast).")
-@click.option("--float-blocks", default=None, help="int8 targets: keep these blocks in float (e.g. stem,block1a,head; see `edgeeff sensitivity`); a block includes its SE part unless -blockX_se is listed too.")
+@click.option("--float-blocks", default=None, help="int8 targets: keep these blocks in float (e.g. stem,block1a,head; see `edgeeff sensitivity`); a block includes its SE part unless -blockX_se is listed too; one convolution by its layer name (block1a_dwconv) keeps only it.")
 @click.option("--max-drop", type=float, default=None, help="int8 targets: keep the fewest blocks in float until the top-1 drop vs fp32 on --images is at most this many points.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="int8 targets: ... until top-1 agreement with fp32 on --images is at least this (0-1).")
 @click.option("--sensitivity", "sensitivity_path", type=click.Path(dir_okay=False, exists=True), default=None,

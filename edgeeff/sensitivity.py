@@ -12,7 +12,8 @@ temporary folder; only the chosen artifact is published.
   top-1 agreement, mean cosine and SNR of the logits against fp32.
 * ``within_budget``: plain int8 first; if it misses the budget, units are kept in float in order of
   sensitivity until the budget holds, then each is tried back in int8 (costliest first) and left
-  out of the float set if the budget still holds; the latency of each step is measured.
+  out of the float set if the budget still holds, then each block left is tried as one of its
+  convolutions alone; the latency of each step is measured.
 """
 
 from __future__ import annotations
@@ -105,6 +106,13 @@ def _unit_macs(variant: str, weights: str | None) -> dict[str, int]:
     return blockmap.unit_macs(build(variant, weights=weights, classifier_activation=None))
 
 
+def _layer_macs(variant: str, weights: str | None) -> dict[str, list[tuple[str, int]]]:
+    from edgeeff import blockmap
+    from edgeeff.api import build
+
+    return blockmap.layer_macs(build(variant, weights=weights, classifier_activation=None))
+
+
 def sensitivity(trials: Trials, units: list[str], mode: str = "keep-float") -> dict:
     """One row per unit: its figures and the change against plain int8 (positive = it matters)."""
     if mode not in MODES:
@@ -165,6 +173,16 @@ def _interleaved(metas: list[dict], threads: int | None, say: Say, rounds: int =
     return [median(r) if r else None for r in runs]
 
 
+def _step(trials: Trials, blocks: list[str], step: str, max_drop: float | None, min_agreement: float | None,
+          steps: list[dict], latency: Callable[[dict], float | None]) -> tuple[dict, bool]:
+    """One step of the search: a real conversion with these units in float, recorded in ``steps``."""
+    trial = trials.run(blocks, f"{step}: float {', '.join(blocks) or 'nothing'}")
+    figures = validation_figures(trial)
+    holds = _meets(figures, max_drop, min_agreement)
+    steps.append({"step": step, "float_blocks": list(blocks), **figures, "median_ms": latency(trial), "meets": holds})
+    return trial, holds
+
+
 def _prune(trials: Trials, chosen: list[str], meta: dict, costs: dict[str, int], max_drop: float | None,
            min_agreement: float | None, steps: list[dict], latency: Callable[[dict], float | None]) -> tuple[list[str], dict]:
     """Backward pass: try the budgeted set without each of its blocks, costliest (most multiply-adds)
@@ -177,13 +195,28 @@ def _prune(trials: Trials, chosen: list[str], meta: dict, costs: dict[str, int],
         fewer = [u for u in chosen if u != unit]
         if any(set(st["float_blocks"]) == set(fewer) for st in steps):  # the forward pass already tried it: it missed
             continue
-        trial = trials.run(fewer, f"float without {unit}: {', '.join(fewer)}")
-        figures = validation_figures(trial)
-        holds = _meets(figures, max_drop, min_agreement)
-        steps.append({"step": f"without {unit}", "float_blocks": fewer, **figures, "median_ms": latency(trial),
-                      "meets": holds})
+        trial, holds = _step(trials, fewer, f"without {unit}", max_drop, min_agreement, steps, latency)
         if holds:
             chosen, meta = fewer, trial
+    return chosen, meta
+
+
+def _narrow(trials: Trials, chosen: list[str], meta: dict, layers: dict[str, list[tuple[str, int]]], max_drop: float | None,
+            min_agreement: float | None, steps: list[dict], latency: Callable[[dict], float | None]) -> tuple[list[str], dict]:
+    """Layer pass: try each float block as one of its convolutions alone (cheapest first), and keep
+    the first the budget holds with. A float block costs more than its multiply-adds: at high
+    resolution the backend converts its large activations between int8 and float layouts around it
+    (measured: Lite2 OpenVINO with block1a float, 1.6 % of the multiply-adds, lost 14 % of the int8
+    speedup), so one float convolution where the error comes from is the cheaper fallback."""
+    for block in list(chosen):
+        for layer, _ in layers.get(block, []):
+            if len(layers[block]) == 1:
+                break
+            narrower = [layer if u == block else u for u in chosen]
+            trial, holds = _step(trials, narrower, f"{block} as {layer}", max_drop, min_agreement, steps, latency)
+            if holds:
+                chosen, meta = narrower, trial
+                break
     return chosen, meta
 
 
@@ -200,38 +233,41 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
     if max_drop is not None and any(s.label is None for s in samples):
         raise BudgetError("--max-drop needs labelled evaluation images (synset in the file name, or label<TAB>path)")
     check_budget_resolution(len(samples), max_drop)
-    steps = []
-    meta = trials.run([], "plain int8")
-    figures = validation_figures(meta)
-    holds = _meets(figures, max_drop, min_agreement)
-    steps.append({"step": "plain int8", "float_blocks": [], **figures, "median_ms": _latency(meta, threads), "meets": holds})
+    steps: list[dict] = []
+
+    def latency(trial: dict) -> float | None:
+        return _latency(trial, threads)
+
+    meta, holds = _step(trials, [], "plain int8", max_drop, min_agreement, steps, latency)
     chosen: list[str] = []
     costs: dict[str, int] = {}
+    total_macs = 0
     trial_metas = [meta]
     if not holds:
         costs = _unit_macs(trials.args["variant"], trials.args["weights"])
         every = list(costs)
+        total_macs = sum(costs.values())
+        layers = _layer_macs(trials.args["variant"], trials.args["weights"])
+        costs.update({name: macs for group in layers.values() for name, macs in group})  # a ranking may name convolutions
         if ranking is None:
             ranking = sensitivity(trials, every)["ranking"]
-        unknown = [u for u in ranking if u not in every]
+        unknown = [u for u in ranking if u not in costs]
         if unknown:
             raise BudgetError(f"the ranking names block(s) this model lacks: {', '.join(unknown)}; rerun `edgeeff sensitivity` for it")
         for unit in ranking:
             chosen.append(unit)
-            meta = trials.run(list(chosen), f"float: {', '.join(chosen)}")
-            figures = validation_figures(meta)
-            holds = _meets(figures, max_drop, min_agreement)
-            steps.append({"step": f"add {unit}", "float_blocks": list(chosen), **figures, "median_ms": _latency(meta, threads),
-                          "meets": holds})
+            meta, holds = _step(trials, list(chosen), f"add {unit}", max_drop, min_agreement, steps, latency)
             trial_metas.append(meta)
             if holds:
                 break
         else:
+            figures = validation_figures(meta)
             scope = "every block" if set(ranking) >= set(every) else f"all {len(ranking)} ranked blocks"
             raise BudgetError(f"the budget ({_budget_text(max_drop, min_agreement)}) cannot be met even with {scope} in float "
                               f"(drop {figures.get('drop_points', float('nan')):+.2f} points, agreement {figures['agreement']:.1%}); "
                               "nothing was written")
-        chosen, meta = _prune(trials, chosen, meta, costs, max_drop, min_agreement, steps, lambda m: _latency(m, threads))
+        chosen, meta = _prune(trials, chosen, meta, costs, max_drop, min_agreement, steps, latency)
+        chosen, meta = _narrow(trials, chosen, meta, layers, max_drop, min_agreement, steps, latency)
     fp32 = trials.run_float(f"{trials.spec.backend}-fp32")
     # The comparison that matters, measured side by side: fp32, plain int8 and the chosen artifact in
     # interleaved rounds (one fresh process each), medians over rounds.
@@ -242,7 +278,7 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
               "speedup_plain_int8": fp32_ms / plain_ms if fp32_ms and plain_ms else None,
               "speedup_budgeted": fp32_ms / final_ms if fp32_ms and final_ms else None,
               "speedup_kept": (plain_ms / final_ms) if plain_ms and final_ms else None,
-              "float_macs_fraction": sum(costs[u] for u in chosen) / sum(costs.values()) if chosen else 0.0,
+              "float_macs_fraction": sum(costs[u] for u in chosen) / total_macs if chosen else 0.0,
               "result": validation_figures(meta),
               "measured_on": "this machine: steps once each; fp32, plain int8 and the result in 3 interleaved rounds, fresh processes"}
     folder = Path(meta["path"])

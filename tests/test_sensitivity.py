@@ -41,6 +41,11 @@ def test_units_follow_the_keras_names():
     assert blockmap.layer_in_name("lite0_1/block4b_expand_bn_1/batchnorm/mul_1", {"block4b_expand_bn"}) == "block4b_expand_bn"
     with pytest.raises(Exception, match="unknown block"):
         blockmap.check_units(lite, ["block9z"])
+    # one convolution of a block is a unit too: with its batch norm and activation, nothing else
+    assert blockmap.layers_of(lite, blockmap.check_units(lite, ["block1a_dwconv"])) == {"block1a_dwconv", "block1a_bn", "block1a_activation"}
+    assert blockmap.layer_groups(b0)["block1a_se_expand"] == ["block1a_se_expand", "block1a_se_excite"]
+    cheapest_first = blockmap.layer_macs(b0)["block2a"]
+    assert [m for _, m in cheapest_first] == sorted(m for _, m in cheapest_first) and len(cheapest_first) == 5  # expand, dw, SE x2, project
 
 
 def test_onnx_blocks_include_their_fused_convolutions(tmp_path):
@@ -149,12 +154,12 @@ def test_calibrate_sweep_cli(tmp_path, lists):
 class _RuleTrials:
     """A budget search's trials scored by a rule on the float set: the search logic alone, with no backend."""
 
-    def __init__(self, needed: set[str]):
-        self.needed, self.runs = needed, []
+    def __init__(self, needed: set[str], either: set[str] = frozenset()):
+        self.needed, self.either, self.runs = needed, either, []
 
     def run(self, blocks, label):
         self.runs.append(sorted(blocks))
-        ok = self.needed <= set(blocks)
+        ok = self.needed <= set(blocks) or bool(self.either & set(blocks))
         return {"validation": {"top1_agreement": 1.0 if ok else 0.9, "mean_cosine": 0.99, "snr_db": 20.0, "images": 400,
                                "top1_keras": 0.9, "top1_artifact": 0.9 if ok else 0.88}}
 
@@ -172,6 +177,20 @@ def test_prune_drops_blocks_the_budget_holds_without_costliest_first():
     assert trials.runs == [["block2a", "stem"], ["block2a"]]
     assert [st["step"] for st in steps[3:]] == ["without block6a", "without stem"] and all(st["meets"] for st in steps[3:])
     assert meta["validation"]["top1_artifact"] == 0.9
+
+
+def test_narrow_keeps_one_convolution_of_a_block_where_that_holds():
+    from edgeeff.sensitivity import _narrow
+
+    layers = {"block1a": [("block1a_project_conv", 5), ("block1a_dwconv", 9)], "block6a": [("block6a_dwconv", 3)]}
+    trials = _RuleTrials({"block1a"}, either={"block1a_dwconv"})  # the error comes from block1a's depthwise conv
+    steps = []
+    chosen, meta = _narrow(trials, ["block1a", "block6a"], {"validation": {}}, layers, 0.3, None, steps, lambda m: None)
+    assert chosen == ["block1a_dwconv", "block6a"]  # block6a has one convolution: nothing narrower to try
+    assert trials.runs == [["block1a_project_conv", "block6a"], ["block1a_dwconv", "block6a"]]  # cheapest first
+    assert [st["meets"] for st in steps] == [False, True] and steps[1]["step"] == "block1a as block1a_dwconv"
+    untouched, _ = _narrow(_RuleTrials({"block1a"}), ["block1a"], {"validation": {}}, layers, 0.3, None, [], lambda m: None)
+    assert untouched == ["block1a"]  # no single convolution holds: the whole block stays float
 
 
 def test_unit_costs_are_the_blocks_multiply_adds():
@@ -193,3 +212,8 @@ def test_quantize_alone_of_an_se_part_quantizes_it(tmp_path, lists):
     se_alone = convert(tiny, "onnx-int8", out=tmp_path / "b", options={"float_blocks": [u for u in every if u != "block2a_se"] + ["-block2a_se"]},
                        **common)
     assert _quantize_ops(se_alone, tmp_path / "b") > _quantize_ops(all_float, tmp_path / "a")
+    # one convolution in float quantizes more than its block in float, less than plain int8
+    one_conv = convert(tiny, "onnx-int8", out=tmp_path / "c", options={"float_blocks": ["block2a_dwconv"]}, **common)
+    block = convert(tiny, "onnx-int8", out=tmp_path / "d", options={"float_blocks": ["block2a"]}, **common)
+    plain = convert(tiny, "onnx-int8", out=tmp_path / "e", **common)
+    assert _quantize_ops(block, tmp_path / "d") < _quantize_ops(one_conv, tmp_path / "c") < _quantize_ops(plain, tmp_path / "e")
