@@ -41,6 +41,15 @@ def artifacts(variant: str, target: str) -> tuple[dict, dict, Path, dict]:
     return fp32, plain, budgeted, record
 
 
+def merged(rows: list[dict]) -> list[dict]:
+    """This run's rows, with the recorded rows of cases it did not re-measure (each row says its rounds)."""
+    path = RESULTS / "budget_latency.json"
+    done = {(r["variant"], r["target"]) for r in rows}
+    old = json.loads(path.read_text())["rows"] if path.is_file() else []
+    keep = [r for r in old if (r["variant"], r["target"]) not in done]
+    return sorted(keep + rows, key=lambda r: (r["variant"], r["target"].split("-")[0] != "openvino", r["target"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", default="lite0,lite1,lite2")
@@ -86,12 +95,13 @@ def main() -> None:
             ("plain_agreement", "plain agr. %"), ("float_blocks", "kept in float"), ("float_macs_pct", "float MACs %"),
             ("budget_drop", "budgeted drop (pts)"), ("budget_drop_ci95", "paired 95% CI"), ("budget_agreement", "budgeted agr. %"),
             ("fp32_ms", "fp32 ms"), ("plain_ms", "plain int8 ms"), ("budget_ms", "budgeted ms"), ("plain_speedup", "plain x fp32"),
-            ("budget_speedup", "budgeted x fp32"), ("kept_pct", "speedup kept %")]
+            ("budget_speedup", "budgeted x fp32"), ("kept_pct", "speedup kept %"), ("rounds", "rounds")]
+    rows = merged(rows)
     report.write_json(RESULTS / "budget_latency.json", rows, rounds=args.rounds, threads=args.threads, schedule=asdict(SCHEDULE))
     head = (f"# Float fallback to `--max-drop 0.3`: accuracy and latency, plain vs budgeted int8\n\n"
             f"Shared sample, seeded 20/80 split: 103 calibration, 397 evaluation photos (drops and agreement from the budget "
             f"search on all 397; one photo = 0.25 points). Latency: batch 1, {args.threads} threads, median over {args.rounds} "
-            f"interleaved rounds of fresh processes on this machine; 'speedup kept' = median over rounds of plain int8 ms / "
+            f"interleaved rounds (the row's `rounds`) of fresh processes on this machine; 'speedup kept' = median over rounds of plain int8 ms / "
             f"budgeted ms.\n\n")
     fsio.write_text(RESULTS / "budget_latency.md", head + report.to_markdown(rows, cols) + "\n")
     print(report.to_markdown(rows, cols))

@@ -160,12 +160,13 @@ def _latency(meta: dict, threads: int | None) -> float | None:
     return measure_in_subprocess(meta["path"], threads, 1, Schedule(**QUICK)).get("median_ms")
 
 
-def _interleaved(metas: list[dict], threads: int | None, say: Say, rounds: int = 3) -> list[float | None]:
+def _interleaved(metas: list[dict], threads: int | None, say: Say, rounds: int = 3,
+                 what: str = "fp32, plain int8 and the result") -> list[float | None]:
     from statistics import median
 
     runs: list[list[float]] = [[] for _ in metas]
     for number in range(rounds):
-        say("measuring fp32, plain int8 and the result side by side", number, rounds)
+        say(f"measuring {what} side by side", number, rounds)
         for i, meta in enumerate(metas):
             ms = _latency(meta, threads)
             if ms:
@@ -202,19 +203,26 @@ def _prune(trials: Trials, chosen: list[str], meta: dict, costs: dict[str, int],
 
 
 def _narrow(trials: Trials, chosen: list[str], meta: dict, layers: dict[str, list[tuple[str, int]]], max_drop: float | None,
-            min_agreement: float | None, steps: list[dict], latency: Callable[[dict], float | None]) -> tuple[list[str], dict]:
+            min_agreement: float | None, steps: list[dict], latency: Callable[[dict], float | None],
+            side_by_side: Callable[[dict, dict], tuple[float | None, float | None]]) -> tuple[list[str], dict]:
     """Layer pass: try each float block as one of its convolutions alone (cheapest first), and keep
-    the first the budget holds with. A float block costs more than its multiply-adds: at high
-    resolution the backend converts its large activations between int8 and float layouts around it
-    (measured: Lite2 OpenVINO with block1a float, 1.6 % of the multiply-adds, lost 14 % of the int8
-    speedup), so one float convolution where the error comes from is the cheaper fallback."""
+    the first that holds the budget and is faster, timed side by side with the current set. Fewer
+    multiply-adds in float is not enough: where a block's convolutions split between int8 and float,
+    the backend converts the activations between them, and at high resolution that costs more
+    than the float convolution saved (measured, OpenVINO Lite0 with stem float too: block1a_dwconv
+    alone kept 82 % of the int8 speedup where the whole block1a had kept 90 %)."""
     for block in list(chosen):
-        for layer, _ in layers.get(block, []):
-            if len(layers[block]) == 1:
-                break
+        if len(layers.get(block, [])) < 2:
+            continue
+        for layer, _ in layers[block]:
             narrower = [layer if u == block else u for u in chosen]
             trial, holds = _step(trials, narrower, f"{block} as {layer}", max_drop, min_agreement, steps, latency)
-            if holds:
+            if not holds:
+                continue
+            narrow_ms, current_ms = side_by_side(trial, meta)
+            faster = bool(narrow_ms and current_ms and narrow_ms < current_ms)
+            steps[-1].update({"side_by_side_ms": [narrow_ms, current_ms], "faster": faster})
+            if faster:
                 chosen, meta = narrower, trial
                 break
     return chosen, meta
@@ -267,7 +275,8 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
                               f"(drop {figures.get('drop_points', float('nan')):+.2f} points, agreement {figures['agreement']:.1%}); "
                               "nothing was written")
         chosen, meta = _prune(trials, chosen, meta, costs, max_drop, min_agreement, steps, latency)
-        chosen, meta = _narrow(trials, chosen, meta, layers, max_drop, min_agreement, steps, latency)
+        chosen, meta = _narrow(trials, chosen, meta, layers, max_drop, min_agreement, steps, latency,
+                               lambda a, b: tuple(_interleaved([a, b], threads, trials.say, what="one convolution vs its block")))
     fp32 = trials.run_float(f"{trials.spec.backend}-fp32")
     # The comparison that matters, measured side by side: fp32, plain int8 and the chosen artifact in
     # interleaved rounds (one fresh process each), medians over rounds.

@@ -185,12 +185,21 @@ def test_narrow_keeps_one_convolution_of_a_block_where_that_holds():
     layers = {"block1a": [("block1a_project_conv", 5), ("block1a_dwconv", 9)], "block6a": [("block6a_dwconv", 3)]}
     trials = _RuleTrials({"block1a"}, either={"block1a_dwconv"})  # the error comes from block1a's depthwise conv
     steps = []
-    chosen, meta = _narrow(trials, ["block1a", "block6a"], {"validation": {}}, layers, 0.3, None, steps, lambda m: None)
+
+    def faster(narrow, current):  # ms side by side: the narrower set is faster
+        return 1.0, 2.0
+
+    chosen, meta = _narrow(trials, ["block1a", "block6a"], {"validation": {}}, layers, 0.3, None, steps, lambda m: None, faster)
     assert chosen == ["block1a_dwconv", "block6a"]  # block6a has one convolution: nothing narrower to try
     assert trials.runs == [["block1a_project_conv", "block6a"], ["block1a_dwconv", "block6a"]]  # cheapest first
     assert [st["meets"] for st in steps] == [False, True] and steps[1]["step"] == "block1a as block1a_dwconv"
-    untouched, _ = _narrow(_RuleTrials({"block1a"}), ["block1a"], {"validation": {}}, layers, 0.3, None, [], lambda m: None)
+    assert steps[1]["faster"] is True and "faster" not in steps[0]  # timed only when it holds the budget
+    untouched, _ = _narrow(_RuleTrials({"block1a"}), ["block1a"], {"validation": {}}, layers, 0.3, None, [], lambda m: None, faster)
     assert untouched == ["block1a"]  # no single convolution holds: the whole block stays float
+    steps = []
+    slower, _ = _narrow(_RuleTrials({"block1a"}, either={"block1a_dwconv"}), ["block1a"], {"validation": {}}, layers, 0.3, None,
+                        steps, lambda m: None, lambda narrow, current: (2.0, 1.0))
+    assert slower == ["block1a"] and steps[-1]["faster"] is False  # it holds but runs slower: the block stays whole
 
 
 def test_unit_costs_are_the_blocks_multiply_adds():
