@@ -76,7 +76,10 @@ def check_units(model, chosen: Iterable[str]) -> list[str]:
     cheaper fallback than its whole block."""
     known = units(model)
     chosen = list(dict.fromkeys(chosen))
-    unknown = [u for u in chosen if u.removeprefix("-") not in known and u not in layer_groups(model)]
+    unknown = [u for u in chosen if u.removeprefix("-") not in known]
+    if unknown:
+        convolutions = layer_groups(model)
+        unknown = [u for u in unknown if u not in convolutions]
     if unknown:
         raise EdgeeffError(f"unknown block(s) {', '.join(unknown)}; this model has: {', '.join(known)} "
                            "(or a convolution of a block by its layer name, such as block1a_dwconv)")

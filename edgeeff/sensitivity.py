@@ -94,23 +94,14 @@ class Trials:
                        images=self.args["images"], require_valid=False)
 
 
-def model_units(variant: str, weights: str | None) -> list[str]:
-    return list(_unit_macs(variant, weights))
-
-
-def _unit_macs(variant: str, weights: str | None) -> dict[str, int]:
-    """Every unit in network order, with its multiply-adds (a block's include its SE part)."""
+def _costs(variant: str, weights: str | None) -> tuple[dict[str, int], dict[str, list[tuple[str, int]]]]:
+    """Every unit in network order with its multiply-adds (a block's include its SE part), and each
+    block's convolutions with theirs, cheapest first; from one build of the model."""
     from edgeeff import blockmap
     from edgeeff.api import build
 
-    return blockmap.unit_macs(build(variant, weights=weights, classifier_activation=None))
-
-
-def _layer_macs(variant: str, weights: str | None) -> dict[str, list[tuple[str, int]]]:
-    from edgeeff import blockmap
-    from edgeeff.api import build
-
-    return blockmap.layer_macs(build(variant, weights=weights, classifier_activation=None))
+    model = build(variant, weights=weights, classifier_activation=None)
+    return blockmap.unit_macs(model), blockmap.layer_macs(model)
 
 
 def sensitivity(trials: Trials, units: list[str], mode: str = "keep-float") -> dict:
@@ -252,10 +243,9 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
     total_macs = 0
     trial_metas = [meta]
     if not holds:
-        costs = _unit_macs(trials.args["variant"], trials.args["weights"])
+        costs, layers = _costs(trials.args["variant"], trials.args["weights"])
         every = list(costs)
         total_macs = sum(costs.values())
-        layers = _layer_macs(trials.args["variant"], trials.args["weights"])
         costs.update({name: macs for group in layers.values() for name, macs in group})  # a ranking may name convolutions
         if ranking is None:
             ranking = sensitivity(trials, every)["ranking"]
@@ -289,7 +279,7 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
               "speedup_kept": (plain_ms / final_ms) if plain_ms and final_ms else None,
               "float_macs_fraction": sum(costs[u] for u in chosen) / total_macs if chosen else 0.0,
               "result": validation_figures(meta),
-              "measured_on": "this machine: steps once each; fp32, plain int8 and the result in 3 interleaved rounds, fresh processes"}
+              "measured_on": "this machine: steps once each; a convolution against its block, and fp32, plain int8 and the result, in 3 interleaved rounds, fresh processes"}
     folder = Path(meta["path"])
     meta.pop("path", None)
     meta["budget"] = budget
