@@ -356,7 +356,10 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
         report.print_table(steps, [("step", "step"), ("float", "blocks in float"), ("drop", "top-1 drop (pts)"),
                                    ("agreement", "agreement"), ("meets", "meets budget"), ("median_ms", "median ms")],
                            title="Budget search (each step a real conversion, measured)")
-        kept = ", ".join(b["float_blocks"]) or "nothing (plain int8 meets the budget)"
+        settings = ", ".join(f"{k}={v}" for k, v in (b.get("settings") or {}).items())
+        kept = ", ".join(b["float_blocks"]) or f"nothing (plain int8{' with ' + settings if settings else ''} meets the budget)"
+        if settings and b["float_blocks"]:
+            kept += f" (with {settings})"
         ci = b.get("result", {}).get("drop_ci95_points")
         drop = (f"; top-1 drop {b['result']['drop_points']:+.2f} points (paired 95% interval {ci[0]:+.2f} to {ci[1]:+.2f})"
                 if ci else "")

@@ -10,7 +10,8 @@ temporary folder; only the chosen artifact is published.
 * ``sensitivity``: per unit (``edgeeff.blockmap``), ``keep-float`` (everything int8 but this unit:
   the error it removes) or ``quantize-alone`` (only this unit int8: the error it causes), with
   top-1 agreement, mean cosine and SNR of the logits against fp32.
-* ``within_budget``: plain int8 first; if it misses the budget, units are kept in float in order of
+* ``within_budget``: plain int8 first; if it misses the budget, the target's latency-free
+  calibration settings (``TargetSpec.budget_settings``), then units kept in float in order of
   sensitivity until the budget holds, then each is tried back in int8 (costliest first) and left
   out of the float set if the budget still holds, then each block left is tried as one of its
   convolutions alone; the latency of each step is measured.
@@ -62,25 +63,28 @@ class Trials:
         self.args = dict(variant=variant, target=target, weights=weights, images=images, calibration=calibration,
                          calibration_count=calibration_count, calibration_views=calibration_views, seed=seed)
         self.options = {k: v for k, v in (options or {}).items() if v is not None}
+        self.settings: dict = {}  # budget settings the search adopted on top of the user's options
         self.root = root
         self.say = say
         self.count = 0
-        self._done: dict[frozenset, dict] = {}
+        self._done: dict[tuple, dict] = {}
 
-    def run(self, blocks: list[str], label: str) -> dict:
-        """One conversion per distinct set of float layers: a set already converted (plain int8 asked
-        for by both the budget and the ranking, or ``blockX_se`` added after ``blockX``, which
-        already includes it) returns the earlier trial."""
+    def run(self, blocks: list[str], label: str, settings: dict | None = None) -> dict:
+        """One conversion per distinct set of float layers and settings: a set already converted
+        (plain int8 asked for by both the budget and the ranking, or ``blockX_se`` added after
+        ``blockX``, which already includes it) returns the earlier trial."""
         from edgeeff.convert import convert
 
         kept = [b for b in dict.fromkeys(blocks) if not (b.endswith("_se") and not b.startswith("-") and b.removesuffix("_se") in blocks)]
-        if frozenset(kept) in self._done:
-            return self._done[frozenset(kept)]
+        chosen = {**self.settings, **(settings or {})}
+        key = (frozenset(kept), json.dumps(chosen, sort_keys=True))
+        if key in self._done:
+            return self._done[key]
         self.count += 1
-        options = {**self.options, **({"float_blocks": kept} if kept else {})}
+        options = {**self.options, **chosen, **({"float_blocks": kept} if kept else {})}
         self.say(f"trial {self.count}: {label}")
         meta = convert(**self.args, out=self.root / f"trial-{self.count}", options=options, require_valid=False)
-        self._done[frozenset(kept)] = meta
+        self._done[key] = meta
         return meta
 
 
@@ -166,13 +170,42 @@ def _interleaved(metas: list[dict], threads: int | None, say: Say, rounds: int =
 
 
 def _step(trials: Trials, blocks: list[str], step: str, max_drop: float | None, min_agreement: float | None,
-          steps: list[dict], latency: Callable[[dict], float | None]) -> tuple[dict, bool]:
+          steps: list[dict], latency: Callable[[dict], float | None], settings: dict | None = None) -> tuple[dict, bool]:
     """One step of the search: a real conversion with these units in float, recorded in ``steps``."""
-    trial = trials.run(blocks, f"{step}: float {', '.join(blocks) or 'nothing'}")
+    trial = trials.run(blocks, f"{step}: float {', '.join(blocks) or 'nothing'}", settings)
     figures = validation_figures(trial)
     holds = _meets(figures, max_drop, min_agreement)
-    steps.append({"step": step, "float_blocks": list(blocks), **figures, "median_ms": latency(trial), "meets": holds})
+    chosen = {**trials.settings, **(settings or {})}
+    steps.append({"step": step, "float_blocks": list(blocks), **({"settings": chosen} if chosen else {}), **figures,
+                  "median_ms": latency(trial), "meets": holds})
     return trial, holds
+
+
+def _error(figures: dict) -> tuple[float, float]:
+    """Worse is larger: the top-1 drop where labels give one, then disagreement with fp32."""
+    return figures.get("drop_points", 0.0), -figures["agreement"]
+
+
+def _settle(trials: Trials, meta: dict, max_drop: float | None, min_agreement: float | None, steps: list[dict],
+            latency: Callable[[dict], float | None]) -> tuple[dict, bool]:
+    """Settings pass: plain int8 under each of the target's latency-free settings the user left
+    unset. The first that meets the budget wins with nothing in float; otherwise the one with the
+    smallest error, if smaller than plain int8's, becomes the base of the float search (measured,
+    OpenVINO Lite0: NNCF's full bias correction took plain int8 from 0.50 to 0.00 points)."""
+    best, best_settings = meta, {}
+    for pairs in trials.spec.budget_settings:
+        settings = dict(pairs)
+        if any(key in trials.options for key in settings):  # the user chose it: never overridden
+            continue
+        text = ", ".join(f"{k}={v}" for k, v in settings.items())
+        trial, holds = _step(trials, [], f"plain int8, {text}", max_drop, min_agreement, steps, latency, settings)
+        if holds:
+            trials.settings.update(settings)
+            return trial, True
+        if _error(validation_figures(trial)) < _error(validation_figures(best)):
+            best, best_settings = trial, settings
+    trials.settings.update(best_settings)
+    return best, False
 
 
 def _prune(trials: Trials, chosen: list[str], meta: dict, costs: dict[str, int], max_drop: float | None,
@@ -243,6 +276,8 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
     total_macs = 0
     trial_metas = [meta]
     if not holds:
+        meta, holds = _settle(trials, meta, max_drop, min_agreement, steps, latency)
+    if not holds:
         costs, layers = _costs(trials.args["variant"], trials.args["weights"])
         every = list(costs)
         total_macs = sum(costs.values())
@@ -271,7 +306,8 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
     # The comparison that matters, measured side by side: fp32, plain int8 and the chosen artifact in
     # interleaved rounds (one fresh process each), medians over rounds.
     fp32_ms, plain_ms, final_ms = _interleaved([fp32, trial_metas[0], meta], threads, trials.say)
-    budget = {"max_drop_points": max_drop, "min_agreement": min_agreement, "float_blocks": chosen, "steps": steps,
+    budget = {"max_drop_points": max_drop, "min_agreement": min_agreement, "float_blocks": chosen, "settings": trials.settings,
+              "steps": steps,
               "plain_int8_median_ms": plain_ms, "median_ms": final_ms, "fp32_median_ms": fp32_ms,
               "latency_cost_ms": final_ms - plain_ms if plain_ms and final_ms else None,
               "speedup_plain_int8": fp32_ms / plain_ms if fp32_ms and plain_ms else None,

@@ -4,6 +4,8 @@ with bf16 support would otherwise run an "fp32" IR in bf16."""
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgeeff.errors import EdgeeffError
@@ -35,13 +37,27 @@ def block_op_names(model, ov_model, blocks: list[str]) -> list[str]:
     return [mapping[name] for name in mapping if name in layers]
 
 
+@contextmanager
+def _unsplittable(path: Path):
+    """The SavedModel's path as convert_model will read it: OpenVINO splits a path string at commas
+    (a list of model files), so a folder under ``--out a,b`` is reached through a comma-free link."""
+    if "," not in str(path):
+        yield str(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="edgeeff-ov-") as folder:
+        link = Path(folder) / "saved_model"
+        link.symlink_to(Path(path).resolve(), target_is_directory=True)
+        yield str(link)
+
+
 def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict | None = None, saved_model: Path | None = None,
            progress=None) -> dict:
     import openvino as ov
 
     options = options or {}
     try:
-        ov_model = ov.convert_model(str(saved_model))
+        with _unsplittable(saved_model) as path:
+            ov_model = ov.convert_model(path)
     except Exception as exc:
         raise EdgeeffError(f"OpenVINO conversion failed: {str(exc).splitlines()[0][:200]}") from None
     res = model.input_shape[1]

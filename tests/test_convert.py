@@ -42,6 +42,12 @@ def test_float_targets_match_keras(target, tmp_path, lists):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
+def test_openvino_converts_under_a_folder_with_a_comma(tmp_path, lists):
+    """OpenVINO reads a comma in a model path as a list of files; --out a,b must still work."""
+    meta = convert(TINY, "openvino-fp32", out=tmp_path / "runs,v2", images=lists["eval"])
+    assert meta["validation"]["max_rel_diff"] <= 1e-4 and (tmp_path / "runs,v2" / os.path.basename(meta["path"])).is_dir()
+
+
 @pytest.mark.parametrize("target,options", [("tflite-int8", {"io_dtype": "uint8"}), ("onnx-int8", {"calibration_method": "minmax"}),
                                             ("openvino-int8", {"preset": "performance"})])
 def test_int8_targets_calibrated_on_real_images(target, options, tmp_path, lists):

@@ -5,6 +5,7 @@ budget search and the calibration sweep through the real CLI, and their refusals
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import onnx
 import pytest
@@ -154,14 +155,50 @@ def test_calibrate_sweep_cli(tmp_path, lists):
 class _RuleTrials:
     """A budget search's trials scored by a rule on the float set: the search logic alone, with no backend."""
 
-    def __init__(self, needed: set[str], either: set[str] = frozenset()):
+    def __init__(self, needed: set[str], either: set[str] = frozenset(), budget_settings=(), options=None, drops=None):
         self.needed, self.either, self.runs = needed, either, []
+        self.spec = SimpleNamespace(budget_settings=budget_settings)
+        self.options, self.settings = options or {}, {}
+        self.drops = drops or {}  # settings (as sorted items) -> top-1 drop of plain int8 under them
 
-    def run(self, blocks, label):
+    def run(self, blocks, label, settings=None):
         self.runs.append(sorted(blocks))
+        chosen = tuple(sorted({**self.settings, **(settings or {})}.items()))
         ok = self.needed <= set(blocks) or bool(self.either & set(blocks))
-        return {"validation": {"top1_agreement": 1.0 if ok else 0.9, "mean_cosine": 0.99, "snr_db": 20.0, "images": 400,
-                               "top1_keras": 0.9, "top1_artifact": 0.9 if ok else 0.88}}
+        drop = 0.0 if ok else self.drops.get(chosen, 2.0)
+        return {"validation": {"top1_agreement": 1.0 - drop / 20, "mean_cosine": 0.99, "snr_db": 20.0, "images": 400,
+                               "top1_keras": 0.9, "top1_artifact": 0.9 - drop / 100}}
+
+
+def test_budget_settings_reach_the_backend_once(tmp_path, lists):
+    from edgeeff.sensitivity import Trials
+    from edgeeff.targets.base import get_target
+
+    assert get_target("openvino-int8").budget_settings == ((("fast_bias_correction", False),),)
+    trials = Trials(SMALL, "openvino-int8", "lite0-pypi", lists["eval"], lists["calib"], None, 0, None, tmp_path, lambda *a: None)
+    full = trials.run([], "plain int8, full bias correction", {"fast_bias_correction": False})
+    assert full["conversion"]["fast_bias_correction"] is False
+    assert trials.run([], "asked again", {"fast_bias_correction": False}) is full and trials.count == 1
+
+
+def test_settle_tries_latency_free_settings_before_any_float_block():
+    from edgeeff.sensitivity import _settle
+
+    full = (("fast_bias_correction", False),)
+    plain = _RuleTrials({"block1a"}, budget_settings=(full,), drops={full: 0.0})
+    steps = []
+    meta, holds = _settle(plain, plain.run([], "plain"), 0.3, None, steps, lambda m: None)
+    assert holds and plain.settings == {"fast_bias_correction": False} and meta["validation"]["top1_artifact"] == 0.9
+    assert steps[0]["step"] == "plain int8, fast_bias_correction=False" and steps[0]["settings"] == {"fast_bias_correction": False}
+    better = _RuleTrials({"block1a"}, budget_settings=(full,), drops={full: 1.0})  # closer, not there: the base of the float search
+    assert _settle(better, better.run([], "plain"), 0.3, None, [], lambda m: None)[1] is False
+    assert better.settings == {"fast_bias_correction": False}
+    worse = _RuleTrials({"block1a"}, budget_settings=(full,), drops={full: 3.0})
+    assert _settle(worse, worse.run([], "plain"), 0.3, None, [], lambda m: None)[1] is False and worse.settings == {}
+    chosen = _RuleTrials({"block1a"}, budget_settings=(full,), options={"fast_bias_correction": True}, drops={full: 0.0})
+    steps = []
+    assert _settle(chosen, chosen.run([], "plain"), 0.3, None, steps, lambda m: None)[1] is False
+    assert steps == [] and chosen.settings == {}  # the user's own choice is never overridden
 
 
 def test_prune_drops_blocks_the_budget_holds_without_costliest_first():
