@@ -80,7 +80,9 @@ def main() -> None:
         # per-round ratios: the same round's three measurements share the machine's state
         kept = statistics.median(p / q for p, q in zip(plain_ms, budget_ms))
         rows.append({
-            "variant": case["variant"], "target": case["target"], "float_blocks": ", ".join(b["float_blocks"]) or "-",
+            "variant": case["variant"], "target": case["target"],
+            "settings": ", ".join(f"{k}={v}" for k, v in (b.get("settings") or {}).items()) or "-",
+            "float_blocks": ", ".join(b["float_blocks"]) or "-",
             "float_macs_pct": round(100 * b.get("float_macs_fraction", 0.0), 1),
             "top1_fp32": round(100 * plain_step["top1_fp32"], 1),
             "plain_drop": round(plain_step["drop_points"], 2), "plain_agreement": round(100 * plain_step["agreement"], 1),
@@ -92,7 +94,7 @@ def main() -> None:
             "kept_pct": round(100 * kept), "rounds": len(budget_ms),
         })
     cols = [("variant", "variant"), ("target", "target"), ("top1_fp32", "fp32 top-1 %"), ("plain_drop", "plain drop (pts)"),
-            ("plain_agreement", "plain agr. %"), ("float_blocks", "kept in float"), ("float_macs_pct", "float MACs %"),
+            ("plain_agreement", "plain agr. %"), ("settings", "settings"), ("float_blocks", "kept in float"), ("float_macs_pct", "float MACs %"),
             ("budget_drop", "budgeted drop (pts)"), ("budget_drop_ci95", "paired 95% CI"), ("budget_agreement", "budgeted agr. %"),
             ("fp32_ms", "fp32 ms"), ("plain_ms", "plain int8 ms"), ("budget_ms", "budgeted ms"), ("plain_speedup", "plain x fp32"),
             ("budget_speedup", "budgeted x fp32"), ("kept_pct", "speedup kept %"), ("rounds", "rounds")]
