@@ -24,6 +24,7 @@ from pathlib import Path
 from edgeeff import fsio, report
 from edgeeff.convert import convert
 from edgeeff.measure import Schedule, measure_in_subprocess
+from edgeeff.sensitivity import settings_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sensitivity"
@@ -81,7 +82,7 @@ def main() -> None:
         kept = statistics.median(p / q for p, q in zip(plain_ms, budget_ms))
         rows.append({
             "variant": case["variant"], "target": case["target"],
-            "settings": ", ".join(f"{k}={v}" for k, v in (b.get("settings") or {}).items()) or "-",
+            "settings": settings_text(b.get("settings")) or "-",
             "float_blocks": ", ".join(b["float_blocks"]) or "-",
             "float_macs_pct": round(100 * b.get("float_macs_fraction", 0.0), 1),
             "top1_fp32": round(100 * plain_step["top1_fp32"], 1),

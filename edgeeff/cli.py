@@ -356,7 +356,9 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
         report.print_table(steps, [("step", "step"), ("float", "blocks in float"), ("drop", "top-1 drop (pts)"),
                                    ("agreement", "agreement"), ("meets", "meets budget"), ("median_ms", "median ms")],
                            title="Budget search (each step a real conversion, measured)")
-        settings = ", ".join(f"{k}={v}" for k, v in (b.get("settings") or {}).items())
+        from edgeeff.sensitivity import settings_text
+
+        settings = settings_text(b.get("settings"))
         kept = ", ".join(b["float_blocks"]) or f"nothing (plain int8{' with ' + settings if settings else ''} meets the budget)"
         if settings and b["float_blocks"]:
             kept += f" (with {settings})"

@@ -181,6 +181,11 @@ def _step(trials: Trials, blocks: list[str], step: str, max_drop: float | None, 
     return trial, holds
 
 
+def settings_text(settings: dict | None) -> str:
+    """Budget settings as reports write them: ``fast_bias_correction=False``."""
+    return ", ".join(f"{k}={v}" for k, v in (settings or {}).items())
+
+
 def _error(figures: dict) -> tuple[float, float]:
     """Worse is larger: the top-1 drop where labels give one, then disagreement with fp32."""
     return figures.get("drop_points", 0.0), -figures["agreement"]
@@ -197,8 +202,7 @@ def _settle(trials: Trials, meta: dict, max_drop: float | None, min_agreement: f
         settings = dict(pairs)
         if any(key in trials.options for key in settings):  # the user chose it: never overridden
             continue
-        text = ", ".join(f"{k}={v}" for k, v in settings.items())
-        trial, holds = _step(trials, [], f"plain int8, {text}", max_drop, min_agreement, steps, latency, settings)
+        trial, holds = _step(trials, [], f"plain int8, {settings_text(settings)}", max_drop, min_agreement, steps, latency, settings)
         if holds:
             trials.settings.update(settings)
             return trial, True
