@@ -84,6 +84,32 @@ def default_weights(variant) -> str:
     return cards[0].name if same_shape and cards else "none"
 
 
+QUANTIZER_OPTIONS = (
+    click.option("--io-dtype", type=click.Choice(["int8", "uint8"]), default=None, help="tflite-int8 input/output type (default int8)."),
+    click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
+                 help="onnx-int8 only (default minmax)."),
+    click.option("--quant-types", type=click.Choice(["u8u8", "u8s8", "s8s8", "u8s8-reduced"]), default=None,
+                 help="onnx-int8 only: activation/weight types (default u8u8: no int16 saturation on CPUs without VNNI)."),
+    click.option("--preset", type=click.Choice(["performance", "mixed"]), default=None, help="openvino-int8 only (default performance)."),
+    click.option("--overflow-fix", type=click.Choice(["enable", "first_layer_only", "disable"]), default=None,
+                 help="openvino-int8 only: 7-bit weights against saturation without VNNI (default enable)."),
+    click.option("--fast-bias-correction/--bias-correction", default=None, help="openvino-int8 only (default fast)."),
+)
+
+
+def quantizer_options(command):
+    """The int8 quantizer's own settings, shared by convert and sensitivity: a ranking measured under
+    other settings than the conversion it steers ranks the wrong errors."""
+    for option in reversed(QUANTIZER_OPTIONS):
+        command = option(command)
+    return command
+
+
+def chosen_options(quantizer: dict) -> dict:
+    """The quantizer settings the user gave (targets validate them against their own options)."""
+    return {k: v for k, v in quantizer.items() if v is not None}
+
+
 @contextlib.contextmanager
 def step_progress(console):
     """A rich progress line for a multi-step job: ``say(step)`` names the step, ``say(step, done, total)``
@@ -261,14 +287,7 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
               help="Views per calibration image (whole photo, crops, mirrored). Default: 12 below 50 images, else 1.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--images", type=click.Path(), default=None, help="Validation images (kept disjoint from calibration).")
-@click.option("--io-dtype", type=click.Choice(["int8", "uint8"]), default=None, help="tflite-int8 input/output type (default int8).")
-@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None, help="onnx-int8 only (default minmax).")
-@click.option("--quant-types", type=click.Choice(["u8u8", "u8s8", "s8s8", "u8s8-reduced"]), default=None,
-              help="onnx-int8 only: activation/weight types (default u8u8: no int16 saturation on CPUs without VNNI).")
-@click.option("--preset", type=click.Choice(["performance", "mixed"]), default=None, help="openvino-int8 only (default performance).")
-@click.option("--overflow-fix", type=click.Choice(["enable", "first_layer_only", "disable"]), default=None,
-              help="openvino-int8 only: 7-bit weights against saturation without VNNI (default enable).")
-@click.option("--fast-bias-correction/--bias-correction", default=None, help="openvino-int8 only (default fast).")
+@quantizer_options
 @click.option("--float-blocks", default=None, help="int8 targets: keep these blocks in float (e.g. stem,block1a,head; see `edgeeff sensitivity`); a block includes its SE part unless -blockX_se is listed too; one convolution by its layer name (block1a_dwconv) keeps only it.")
 @click.option("--max-drop", type=float, default=None, help="int8 targets: keep the fewest blocks in float until the top-1 drop vs fp32 on --images is at most this many points.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="int8 targets: ... until top-1 agreement with fp32 on --images is at least this (0-1).")
@@ -276,9 +295,8 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
               help="With --max-drop/--min-agreement: the block ranking from `edgeeff sensitivity --json` (else measured now).")
 @click.option("--force", is_flag=True, help="Convert again even if an identical artifact exists.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the metadata as JSON.")
-def convert(variant, target, weights, out, calibration, calibration_count, calibration_views, seed, images, io_dtype, calibration_method,
-            quant_types, preset, overflow_fix, fast_bias_correction, float_blocks, max_drop, min_agreement, sensitivity_path, force,
-            json_path) -> None:
+def convert(variant, target, weights, out, calibration, calibration_count, calibration_views, seed, images, float_blocks, max_drop,
+            min_agreement, sensitivity_path, force, json_path, **quantizer) -> None:
     """Convert a variant to a deployment target, calibrated on real images, validated against Keras."""
     from rich.console import Console
 
@@ -288,10 +306,9 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
     console = Console(stderr=True)
     if weights is None:
         weights = default_weights(resolve(variant))
-    options = {"io_dtype": io_dtype, "calibration_method": calibration_method, "quant_types": quant_types, "preset": preset,
-               "overflow_fix": overflow_fix, "fast_bias_correction": fast_bias_correction,
-               "float_blocks": [b.strip() for b in float_blocks.split(",") if b.strip()] if float_blocks else None}
-    options = {k: v for k, v in options.items() if v is not None}
+    options = chosen_options(quantizer)
+    if float_blocks:
+        options["float_blocks"] = [b.strip() for b in float_blocks.split(",") if b.strip()]
     budgeted = max_drop is not None or min_agreement is not None
     if sensitivity_path and not budgeted:
         raise EdgeeffError("--sensitivity ranks blocks for --max-drop/--min-agreement; give one of them")
@@ -384,9 +401,11 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
 @click.option("--mode", type=click.Choice(["keep-float", "quantize-alone"]), default="keep-float", show_default=True,
               help="keep-float: all int8 but the block (error it removes); quantize-alone: only the block int8 (error it causes).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@quantizer_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Rows and ranking as JSON (input for convert --sensitivity).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Bar chart PNG of the SNR change per block.")
-def sensitivity(variant, weights, target, images, calibration, calibration_count, blocks, mode, seed, json_path, plot_path) -> None:
+def sensitivity(variant, weights, target, images, calibration, calibration_count, blocks, mode, seed, json_path, plot_path,
+                **quantizer) -> None:
     """Per-block int8 sensitivity: agreement, cosine and SNR of the logits against fp32, by Keras block name."""
     from rich.console import Console
 
@@ -398,13 +417,14 @@ def sensitivity(variant, weights, target, images, calibration, calibration_count
     v = resolve(variant)
     weights = weights or default_weights(v)
     check_report_paths(json_path, plot_path)
+    options = chosen_options(quantizer)
     model = build(v, weights=weights, classifier_activation=None)
     units = blockmap.check_units(model, blocks.split(",")) if blocks else blockmap.units(model)
     del model
     root, cleanup = sens.trial_root(None)
     try:
         with step_progress(Console(stderr=True)) as say:
-            trials = sens.Trials(v.name, target, weights, images, calibration, calibration_count, seed, None, root, say)
+            trials = sens.Trials(v.name, target, weights, images, calibration, calibration_count, seed, options, root, say)
             result = sens.sensitivity(trials, units, mode)
     finally:
         cleanup()
@@ -416,7 +436,7 @@ def sensitivity(variant, weights, target, images, calibration, calibration_count
     click.echo(f"most sensitive first: {', '.join(result['ranking'][:8])}")
     if json_path:
         report.write_json(json_path, result["rows"], ranking=result["ranking"], plain_int8=base, mode=mode, target=target,
-                          variant=v.name, weights=weights)
+                          variant=v.name, weights=weights, options=options)
     if plot_path:
         sens.bar_chart(result, plot_path, title)
 

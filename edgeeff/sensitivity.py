@@ -54,12 +54,13 @@ class Trials:
     def __init__(self, variant: str, target: str, weights: str | None, images: str | Path, calibration: str | Path | None,
                  calibration_count: int | None, seed: int, options: dict | None, root: Path, say: Say,
                  calibration_views: int | None = None) -> None:
-        from edgeeff.targets.base import TARGETS, get_target
+        from edgeeff.targets.base import TARGETS, check_options, get_target
 
         self.spec = get_target(target)
         if self.spec.precision != "int8" or "float_blocks" not in self.spec.options:
             int8 = [t.name for t in TARGETS.values() if "float_blocks" in t.options]
             raise EdgeeffError(f"{target} has no int8 mode to keep blocks out of; use one of {', '.join(int8)}")
+        check_options(self.spec, options or {})  # before the first of many conversions, not inside it
         self.args = dict(variant=variant, target=target, weights=weights, images=images, calibration=calibration,
                          calibration_count=calibration_count, calibration_views=calibration_views, seed=seed)
         self.options = {k: v for k, v in (options or {}).items() if v is not None}

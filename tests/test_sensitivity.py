@@ -93,9 +93,11 @@ def test_float_blocks_change_the_artifact_in_each_backend(target, tmp_path, list
 def test_sensitivity_cli_table_json_and_plot(tmp_path, lists):
     report, plot = tmp_path / "s.json", tmp_path / "s.png"
     done = run_cli("sensitivity", "--variant", SMALL, "--target", "onnx-int8", "--images", str(lists["eval"]), "--calibration",
-                   str(lists["calib"]), "--blocks", "stem,block2a,head", "--json", str(report), "--plot", str(plot))
+                   str(lists["calib"]), "--blocks", "stem,block2a,head", "--calibration-method", "percentile", "--json", str(report),
+                   "--plot", str(plot))
     assert done.returncode == 0, done.stderr[-2000:]
     data = json.loads(report.read_text())
+    assert data["options"] == {"calibration_method": "percentile"}  # the ranking says which quantizer settings it was measured under
     assert [r["block"] for r in data["rows"]] == ["stem", "block2a", "head"] and sorted(data["ranking"]) == ["block2a", "head", "stem"]
     base = data["plain_int8"]
     for row in data["rows"]:
@@ -136,6 +138,8 @@ def test_budget_bad_input(tmp_path, lists):
                                   "--max-drop", "10", "--out", str(tmp_path)), "no int8 mode")
     assert_one_line_error(run_cli(*base, "--target", "onnx-int8", "--images", str(lists["eval"]), "--float-blocks", "block9z"),
                           "unknown block(s) block9z")
+    assert_one_line_error(run_cli("sensitivity", "--variant", SMALL, "--target", "onnx-int8", "--images", str(lists["eval"]),
+                                  "--preset", "mixed"), "--preset does not apply to onnx-int8", "openvino-int8")
     assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
 
 
@@ -174,11 +178,14 @@ def test_budget_settings_reach_the_backend_once(tmp_path, lists):
     from edgeeff.sensitivity import Trials
     from edgeeff.targets.base import get_target
 
-    assert get_target("openvino-int8").budget_settings == ((("fast_bias_correction", False),),)
+    assert get_target("openvino-int8").budget_settings == ((("fast_bias_correction", False),),
+                                                          (("fast_bias_correction", False), ("preset", "mixed")))
     trials = Trials(SMALL, "openvino-int8", "lite0-pypi", lists["eval"], lists["calib"], None, 0, None, tmp_path, lambda *a: None)
     full = trials.run([], "plain int8, full bias correction", {"fast_bias_correction": False})
-    assert full["conversion"]["fast_bias_correction"] is False
+    assert full["conversion"]["fast_bias_correction"] is False and full["conversion"]["preset"] == "performance"
     assert trials.run([], "asked again", {"fast_bias_correction": False}) is full and trials.count == 1
+    mixed = trials.run([], "plain int8, full bias correction, mixed", {"fast_bias_correction": False, "preset": "mixed"})
+    assert mixed["conversion"]["preset"] == "mixed" and mixed["conversion"]["fast_bias_correction"] is False and trials.count == 2
 
 
 def test_settle_tries_latency_free_settings_before_any_float_block():
@@ -199,6 +206,15 @@ def test_settle_tries_latency_free_settings_before_any_float_block():
     steps = []
     assert _settle(chosen, chosen.run([], "plain"), 0.3, None, steps, lambda m: None)[1] is False
     assert steps == [] and chosen.settings == {}  # the user's own choice is never overridden
+    both = (("fast_bias_correction", False), ("preset", "mixed"))
+    later = _RuleTrials({"block1a"}, budget_settings=(full, both), drops={full: 1.25, both: 0.75})
+    steps = []
+    assert _settle(later, later.run([], "plain"), 0.3, None, steps, lambda m: None)[1] is False
+    assert later.settings == dict(both) and [st["settings"] for st in steps] == [dict(full), dict(both)]  # the closer one is the base
+    preset = _RuleTrials({"block1a"}, budget_settings=(full, both), options={"preset": "performance"}, drops={full: 1.25, both: 0.0})
+    steps = []
+    assert _settle(preset, preset.run([], "plain"), 0.3, None, steps, lambda m: None)[1] is False
+    assert [st["settings"] for st in steps] == [dict(full)] and preset.settings == dict(full)  # a setting that touches the user's preset is skipped
 
 
 def test_prune_drops_blocks_the_budget_holds_without_costliest_first():
