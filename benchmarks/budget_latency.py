@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from dataclasses import asdict
 from pathlib import Path
@@ -39,7 +40,30 @@ def artifacts(variant: str, target: str) -> tuple[dict, dict, Path, dict]:
     common = dict(weights=record["weights"]["label"], images=LISTS / "eval150.txt")
     fp32 = convert(variant, f"{backend}-fp32", out=ROOT / ".bench-plain", **common)
     plain = convert(variant, target, out=ROOT / ".bench-plain", calibration=LISTS / "cal.txt", require_valid=False, **common)
+    if not _same_artifact(budgeted, record):
+        # a fresh checkout has the records but not the artifacts: rebuild the search's result from the
+        # options it recorded (its float blocks and adopted settings) with the same calibration
+        budgeted = Path(convert(variant, target, out=ROOT / ".bench-budget", calibration=LISTS / "cal.txt", options=record["options"],
+                                require_valid=False, **common)["path"])
     return fp32, plain, budgeted, record
+
+
+def _same_artifact(path: Path, record: dict) -> bool:
+    meta = path / "edgeeff.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("options") == record["options"]
+
+
+def isa() -> str:
+    """The int8 instruction set decides what a float fallback costs (VNNI makes int8 convolutions far
+    cheaper than AVX2's multiply-add chains), so the table names it."""
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return "unknown ISA"
+    for flag, name in (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"), ("avx2", "AVX2, no VNNI")):
+        if flag in flags:
+            return name
+    return "no AVX2"
 
 
 def merged(rows: list[dict]) -> list[dict]:
@@ -81,7 +105,7 @@ def main() -> None:
         # per-round ratios: the same round's three measurements share the machine's state
         kept = statistics.median(p / q for p, q in zip(plain_ms, budget_ms))
         rows.append({
-            "variant": case["variant"], "target": case["target"],
+            "variant": case["variant"], "target": case["target"], "isa": isa(),
             "settings": settings_text(b.get("settings")) or "-",
             "float_blocks": ", ".join(b["float_blocks"]) or "-",
             "float_macs_pct": round(100 * b.get("float_macs_fraction", 0.0), 1),
@@ -98,13 +122,14 @@ def main() -> None:
             ("plain_agreement", "plain agr. %"), ("settings", "settings"), ("float_blocks", "kept in float"), ("float_macs_pct", "float MACs %"),
             ("budget_drop", "budgeted drop (pts)"), ("budget_drop_ci95", "paired 95% CI"), ("budget_agreement", "budgeted agr. %"),
             ("fp32_ms", "fp32 ms"), ("plain_ms", "plain int8 ms"), ("budget_ms", "budgeted ms"), ("plain_speedup", "plain x fp32"),
-            ("budget_speedup", "budgeted x fp32"), ("kept_pct", "speedup kept %"), ("rounds", "rounds")]
+            ("budget_speedup", "budgeted x fp32"), ("kept_pct", "speedup kept %"), ("rounds", "rounds"), ("isa", "CPU int8 ISA")]
     rows = merged(rows)
     report.write_json(RESULTS / "budget_latency.json", rows, rounds=args.rounds, threads=args.threads, schedule=asdict(SCHEDULE))
     head = (f"# Float fallback to `--max-drop 0.3`: accuracy and latency, plain vs budgeted int8\n\n"
             f"Shared sample, seeded 20/80 split: 103 calibration, 397 evaluation photos (drops and agreement from the budget "
             f"search on all 397; one photo = 0.25 points). Latency: batch 1, {args.threads} threads, median over {args.rounds} "
-            f"interleaved rounds (the row's `rounds`) of fresh processes on this machine; 'speedup kept' = median over rounds of plain int8 ms / "
+            f"interleaved rounds (the row's `rounds`) of fresh processes on this machine ({isa()}, "
+            f"{os.cpu_count()} cores); 'speedup kept' = median over rounds of plain int8 ms / "
             f"budgeted ms.\n\n")
     fsio.write_text(RESULTS / "budget_latency.md", head + report.to_markdown(rows, cols) + "\n")
     print(report.to_markdown(rows, cols))

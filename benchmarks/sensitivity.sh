@@ -7,6 +7,11 @@
 #   benchmarks/sensitivity.sh                                   # Lite0, three backends, --max-drop 0.3
 #   VARIANT=lite1 TARGETS=tflite-int8 BUDGET_TARGETS=" " benchmarks/sensitivity.sh
 #   BUDGET_TARGETS=onnx-int8 TARGETS=" " MAX_DROP=0.5 MIN_AGREEMENT=0.985 SUFFIX=985 benchmarks/sensitivity.sh
+# The budget search ranks by RANKING (default this variant's table for the target); the table can
+# be measured under quantizer settings (SENS_OPTS, e.g. the ones the budget's settings pass adopts):
+#   VARIANT=lite1 RANKING=lite0 TARGETS=" " BUDGET_TARGETS=openvino-int8 benchmarks/sensitivity.sh
+#   VARIANT=lite1 TARGETS=openvino-int8 SENS_OPTS="--bias-correction --preset mixed" SENS_SUFFIX=-bc-mixed \
+#     BUDGET_TARGETS=openvino-int8 SUFFIX=-own benchmarks/sensitivity.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V=${VARIANT:-lite0}
@@ -17,10 +22,10 @@ edgeeff split "$S" --fraction 0.2 --seed 0 --first .bench-lists/cal.txt --second
 head -150 .bench-lists/eval.txt > .bench-lists/eval150.txt
 for t in ${TARGETS:-onnx-int8 openvino-int8 tflite-int8}; do
   edgeeff sensitivity --variant "$V" --target "$t" --images .bench-lists/eval150.txt --calibration .bench-lists/cal.txt \
-    --json "$R/$V-$t.json" --plot "$R/$V-$t.png"
+    ${SENS_OPTS:-} --json "$R/$V-$t${SENS_SUFFIX:-}.json" --plot "$R/$V-$t${SENS_SUFFIX:-}.png"
 done
 for t in ${BUDGET_TARGETS:-onnx-int8 openvino-int8 tflite-int8}; do
   edgeeff convert --variant "$V" --target "$t" --images .bench-lists/eval.txt --calibration .bench-lists/cal.txt \
-    --max-drop "${MAX_DROP:-0.3}" ${MIN_AGREEMENT:+--min-agreement "$MIN_AGREEMENT"} --sensitivity "$R/$V-$t.json" \
+    --max-drop "${MAX_DROP:-0.3}" ${MIN_AGREEMENT:+--min-agreement "$MIN_AGREEMENT"} --sensitivity "$R/${RANKING:-$V}-$t${SENS_SUFFIX:-}.json" \
     --out .bench-budget --json "$R/$V-$t-budget${SUFFIX:-}.json" || true
 done

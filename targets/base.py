@@ -102,7 +102,11 @@ TARGETS: dict[str, TargetSpec] = {
                    tools=(("edgetpu_compiler", "install edgetpu-compiler from Coral's apt repository, x86-64 Linux only "
                            "(https://coral.ai/docs/edgetpu/compiler/)"),), accelerator="edgetpu"),
         TargetSpec("onnx-fp32", "onnx", "fp32", ".onnx", _ONNX, "onnx"),
-        TargetSpec("onnx-int8", "onnx", "int8", ".onnx", _ONNX, "onnx", ("calibration_method", "quant_types", "float_blocks")),
+        # Percentile calibration clips the activation ranges' outliers; the QDQ graph and its kernels
+        # stay as they are. Measured, 397 photos: Lite2 plain int8 drop 0.50 -> 0.00 points (nothing
+        # left to keep in float), Lite0 1.51 -> 1.01. Entropy did not help Lite0 (1.51) and is slower.
+        TargetSpec("onnx-int8", "onnx", "int8", ".onnx", _ONNX, "onnx", ("calibration_method", "quant_types", "float_blocks"),
+                   budget_settings=((("calibration_method", "percentile"),),)),
         TargetSpec("openvino-fp32", "openvino", "fp32", ".xml", _OV, "openvino"),
         TargetSpec("openvino-fp16", "openvino", "fp16", ".xml", _OV, "openvino"),
         # Budget settings, tried in order before any block is kept in float; each leaves the graph's

@@ -186,6 +186,9 @@ def test_budget_settings_reach_the_backend_once(tmp_path, lists):
     assert trials.run([], "asked again", {"fast_bias_correction": False}) is full and trials.count == 1
     mixed = trials.run([], "plain int8, full bias correction, mixed", {"fast_bias_correction": False, "preset": "mixed"})
     assert mixed["conversion"]["preset"] == "mixed" and mixed["conversion"]["fast_bias_correction"] is False and trials.count == 2
+    assert get_target("onnx-int8").budget_settings == ((("calibration_method", "percentile"),),)
+    onnx = Trials(SMALL, "onnx-int8", "lite0-pypi", lists["eval"], lists["calib"], None, 0, None, tmp_path / "onnx", lambda *a: None)
+    assert onnx.run([], "plain int8, percentile", {"calibration_method": "percentile"})["conversion"]["calibration_method"] == "percentile"
 
 
 def test_settle_tries_latency_free_settings_before_any_float_block():
