@@ -88,6 +88,8 @@ def test_float_blocks_change_the_artifact_in_each_backend(target, tmp_path, list
     if target == "tflite-int8":
         names = " ".join(kept["conversion"]["float_ops"])
         assert kept["conversion"]["fully_integer"] is False and kept["io"]["input"]["dtype"] == "int8", names
+        # head includes the classifier, whose op TFLite names after the signature's output, not the layer
+        assert "FULLY_CONNECTED" in names and not kept["conversion"]["unexpected_float_ops"], names
 
 
 def test_sensitivity_cli_table_json_and_plot(tmp_path, lists):
