@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeeff import fsio, report
 from edgeeff.artifact import open_artifact, reference_model
 from edgeeff.data import list_samples
 from edgeeff.evaluate import paired_drop, score_pair
 from edgeeff.preprocess import PreprocessCard
+from edgeeff.sensitivity import settings_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget_latency import LISTS, RESULTS, ROOT, isa  # noqa: E402
+from budget_latency import LISTS, ROOT, isa, publish  # noqa: E402
 
 
 class OnceLogits:
@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
     samples = list_samples(LISTS / "eval.txt")
+    cpu = isa()
     rows = []
     for variant in args.variants.split(","):
         reference = None
@@ -84,10 +85,10 @@ def main() -> None:
             print(f"{variant} {target}", flush=True)
             p, b = score(plain, reference, samples, args.threads), score(budgeted, reference, samples, args.threads)
             rows.append({
-                "variant": variant, "target": target, "isa": isa(), "images": len(samples),
+                "variant": variant, "target": target, "isa": cpu, "images": len(samples),
                 "top1_fp32": round(100 * p["top1_fp32"], 1),
                 "plain_drop": round(p["drop"], 2), "plain_ci95": [round(x, 2) for x in p["ci"]], "plain_agreement": round(100 * p["agreement"], 1),
-                "budget_options": ", ".join(f"{k}={v}" for k, v in b["options"].items() if k != "float_blocks") or "-",
+                "budget_options": settings_text({k: v for k, v in b["options"].items() if k != "float_blocks"}) or "-",
                 "float_blocks": ", ".join(b["options"].get("float_blocks", [])) or "-",
                 "budget_drop": round(b["drop"], 2), "budget_ci95": [round(x, 2) for x in b["ci"]],
                 "budget_agreement": round(100 * b["agreement"], 1), "meets": b["drop"] <= args.max_drop + 1e-9,
@@ -96,13 +97,11 @@ def main() -> None:
             ("plain_ci95", "plain 95% CI"), ("plain_agreement", "plain agr. %"), ("budget_options", "settings"),
             ("float_blocks", "kept in float"), ("budget_drop", "budgeted drop (pts)"), ("budget_ci95", "budgeted 95% CI"),
             ("budget_agreement", "budgeted agr. %"), ("meets", f"<= {args.max_drop} pts"), ("isa", "CPU int8 ISA")]
-    report.write_json(RESULTS / "budget_accuracy.json", rows, max_drop=args.max_drop)
-    head = (f"# The budgeted artifacts re-scored on this machine ({isa()}, {os.cpu_count()} cores)\n\n"
+    head = (f"# The budgeted artifacts re-scored on this machine ({cpu}, {os.cpu_count()} cores)\n\n"
             f"{len(samples)} evaluation photos of the shared sample (one photo = {100 / len(samples):.2f} points), against the "
             f"Keras fp32 model; the artifacts are the ones `budget_latency.py` timed (rebuilt from the budget records' options where "
             f"the search's own artifact was not on disk).\n\n")
-    fsio.write_text(RESULTS / "budget_accuracy.md", head + report.to_markdown(rows, cols) + "\n")
-    print(report.to_markdown(rows, cols))
+    publish("budget_accuracy", head, rows, cols, max_drop=args.max_drop)
 
 
 if __name__ == "__main__":

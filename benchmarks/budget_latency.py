@@ -66,6 +66,13 @@ def isa() -> str:
     return "no AVX2"
 
 
+def publish(stem: str, head: str, rows: list[dict], cols: list[tuple[str, str]], **extra) -> None:
+    """A results table as ``RESULTS/stem.json`` (rows and run settings) and ``.md`` (head + table), both atomic."""
+    report.write_json(RESULTS / f"{stem}.json", rows, **extra)
+    fsio.write_text(RESULTS / f"{stem}.md", head + report.to_markdown(rows, cols) + "\n")
+    print(report.to_markdown(rows, cols))
+
+
 def merged(rows: list[dict]) -> list[dict]:
     """This run's rows, with the recorded rows of cases it did not re-measure (each row says its rounds)."""
     path = RESULTS / "budget_latency.json"
@@ -97,6 +104,7 @@ def main() -> None:
                 ms = measure_in_subprocess(path, args.threads, 1, SCHEDULE).get("median_ms")
                 if ms:
                     slot.append(ms)
+    cpu = isa()
     rows = []
     for case, (fp32_ms, plain_ms, budget_ms) in zip(cases, times):
         b = case["record"]["budget"]
@@ -105,7 +113,7 @@ def main() -> None:
         # per-round ratios: the same round's three measurements share the machine's state
         kept = statistics.median(p / q for p, q in zip(plain_ms, budget_ms))
         rows.append({
-            "variant": case["variant"], "target": case["target"], "isa": isa(),
+            "variant": case["variant"], "target": case["target"], "isa": cpu,
             "settings": settings_text(b.get("settings")) or "-",
             "float_blocks": ", ".join(b["float_blocks"]) or "-",
             "float_macs_pct": round(100 * b.get("float_macs_fraction", 0.0), 1),
@@ -124,15 +132,13 @@ def main() -> None:
             ("fp32_ms", "fp32 ms"), ("plain_ms", "plain int8 ms"), ("budget_ms", "budgeted ms"), ("plain_speedup", "plain x fp32"),
             ("budget_speedup", "budgeted x fp32"), ("kept_pct", "speedup kept %"), ("rounds", "rounds"), ("isa", "CPU int8 ISA")]
     rows = merged(rows)
-    report.write_json(RESULTS / "budget_latency.json", rows, rounds=args.rounds, threads=args.threads, schedule=asdict(SCHEDULE))
     head = (f"# Float fallback to `--max-drop 0.3`: accuracy and latency, plain vs budgeted int8\n\n"
             f"Shared sample, seeded 20/80 split: 103 calibration, 397 evaluation photos (drops and agreement from the budget "
             f"search on all 397; one photo = 0.25 points). Latency: batch 1, {args.threads} threads, median over {args.rounds} "
-            f"interleaved rounds (the row's `rounds`) of fresh processes on this machine ({isa()}, "
+            f"interleaved rounds (the row's `rounds`) of fresh processes on this machine ({cpu}, "
             f"{os.cpu_count()} cores); 'speedup kept' = median over rounds of plain int8 ms / "
             f"budgeted ms.\n\n")
-    fsio.write_text(RESULTS / "budget_latency.md", head + report.to_markdown(rows, cols) + "\n")
-    print(report.to_markdown(rows, cols))
+    publish("budget_latency", head, rows, cols, rounds=args.rounds, threads=args.threads, schedule=asdict(SCHEDULE))
 
 
 if __name__ == "__main__":

@@ -89,11 +89,11 @@ def compile_edgetpu(dest: Path) -> dict:
             "compiler": done.stdout.splitlines()[0] if done.stdout else "edgetpu_compiler"}
 
 
-def _op_layers(interp, layers: set[str]) -> dict[int, str]:
-    """Op index -> the Keras layer (of ``layers``) it computes, by its output tensor's name. The
-    layer that writes the graph's output gets the signature's name (``StatefulPartitionedCall_1:0``,
-    no layer path; ``...:01`` in front of an int8 output's QUANTIZE), so such an op is named by its
-    constant inputs instead (``lite0_1/predictions_1/MatMul``)."""
+def _ops_of(interp, layers: set[str]) -> dict[int, list[str]]:
+    """The ops that compute the given Keras layers: op index -> its output tensors' names. An op is
+    named by its output tensor, but the layer that writes the graph's output gets the signature's
+    name (``StatefulPartitionedCall_1:0``, no layer path; ``...:01`` in front of an int8 output's
+    QUANTIZE), so such an op is named by its constant inputs instead (``lite0_1/predictions_1/MatMul``)."""
     from edgeeff import blockmap
 
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
@@ -104,9 +104,8 @@ def _op_layers(interp, layers: set[str]) -> dict[int, str]:
         tensors = list(op["outputs"])
         if not any("/" in names.get(i, "") for i in tensors):
             tensors = [i for i in op["inputs"] if i >= 0 and i not in produced]
-        layer = next(filter(None, (blockmap.layer_in_name(names[i], layers) for i in tensors if i in names)), None)
-        if layer:
-            out[op["index"]] = layer
+        if any(blockmap.layer_in_name(names[i], layers) for i in tensors if i in names):
+            out[op["index"]] = [names[i] for i in op["outputs"]]
     return out
 
 
@@ -121,10 +120,7 @@ def _selectively_quantized(tf, converter, saved_model: Path, blocks: list[str], 
 
     module, _ = tflite_module()
     interp = module.Interpreter(model_content=tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert())
-    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
-    owned = _op_layers(interp, layers)
-    ops = {op["index"]: op for op in interp._get_ops_details()}
-    deny = sorted({names[i] for index in owned for i in ops[index]["outputs"]})
+    deny = sorted({name for outputs in _ops_of(interp, layers).values() for name in outputs})
     if not deny:
         raise EdgeeffError(f"no TFLite op belongs to {', '.join(blocks)}: cannot keep them in float")
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -142,7 +138,7 @@ def float_ops(path: Path, kept_layers: set[str] | None = None) -> list[str]:
     with native_stderr_muted():
         interp = module.Interpreter(model_path=str(path))
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    owned = _op_layers(interp, kept_layers) if kept_layers else {}
+    owned = _ops_of(interp, kept_layers) if kept_layers else {}
     floats = []
     for op in interp._get_ops_details():
         if any(tensors[i]["dtype"] in (np.float32, np.float16) for i in op["outputs"] if i in tensors):
