@@ -60,7 +60,9 @@ def score(path: Path, reference: OnceLogits, samples: list, threads: int) -> dic
             runner.close()
     drop = paired_drop(result["reference_correct"], result["correct"])
     return {"top1": result["top1"], "top1_fp32": result["reference_top1"], "agreement": result["top1_agreement"],
-            "drop": drop["drop_points"], "ci": drop["ci95_points"], "options": meta.get("options", {})}
+            "drop": drop["drop_points"], "ci": drop["ci95_points"], "options": meta.get("options", {}),
+            # what is float: the blocks asked for, or the convolutions NNCF's accuracy control reverted
+            "float": meta.get("options", {}).get("float_blocks") or meta["conversion"].get("accuracy_control", {}).get("float_layers", [])}
 
 
 def main() -> None:
@@ -69,6 +71,7 @@ def main() -> None:
     ap.add_argument("--targets", default="openvino-int8,onnx-int8,tflite-int8")
     ap.add_argument("--max-drop", type=float, default=0.3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--stem", default="budget_accuracy", help="results file name: one per machine (budget_accuracy_avx2 ...)")
     args = ap.parse_args()
     samples = list_samples(LISTS / "eval.txt")
     cpu = isa()
@@ -89,7 +92,7 @@ def main() -> None:
                 "top1_fp32": round(100 * p["top1_fp32"], 1),
                 "plain_drop": round(p["drop"], 2), "plain_ci95": [round(x, 2) for x in p["ci"]], "plain_agreement": round(100 * p["agreement"], 1),
                 "budget_options": settings_text({k: v for k, v in b["options"].items() if k != "float_blocks"}) or "-",
-                "float_blocks": ", ".join(b["options"].get("float_blocks", [])) or "-",
+                "float_blocks": ", ".join(b["float"]) or "-",
                 "budget_drop": round(b["drop"], 2), "budget_ci95": [round(x, 2) for x in b["ci"]],
                 "budget_agreement": round(100 * b["agreement"], 1), "meets": b["drop"] <= args.max_drop + 1e-9,
             })
@@ -101,7 +104,7 @@ def main() -> None:
             f"{len(samples)} evaluation photos of the shared sample (one photo = {100 / len(samples):.2f} points), against the "
             f"Keras fp32 model; the artifacts are the ones `budget_latency.py` timed (rebuilt from the budget records' options where "
             f"the search's own artifact was not on disk).\n\n")
-    publish("budget_accuracy", head, rows, cols, max_drop=args.max_drop)
+    publish(args.stem, head, rows, cols, max_drop=args.max_drop)
 
 
 if __name__ == "__main__":

@@ -73,9 +73,9 @@ def publish(stem: str, head: str, rows: list[dict], cols: list[tuple[str, str]],
     print(report.to_markdown(rows, cols))
 
 
-def merged(rows: list[dict]) -> list[dict]:
+def merged(rows: list[dict], stem: str) -> list[dict]:
     """This run's rows, with the recorded rows of cases it did not re-measure (each row says its rounds)."""
-    path = RESULTS / "budget_latency.json"
+    path = RESULTS / f"{stem}.json"
     done = {(r["variant"], r["target"]) for r in rows}
     old = json.loads(path.read_text())["rows"] if path.is_file() else []
     keep = [r for r in old if (r["variant"], r["target"]) not in done]
@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--targets", default="openvino-int8,onnx-int8,tflite-int8")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stem", default="budget_latency", help="results file name: one per machine (budget_latency_avx2 ...)")
     args = ap.parse_args()
     cases = []
     for variant in args.variants.split(","):
@@ -131,14 +132,14 @@ def main() -> None:
             ("budget_drop", "budgeted drop (pts)"), ("budget_drop_ci95", "paired 95% CI"), ("budget_agreement", "budgeted agr. %"),
             ("fp32_ms", "fp32 ms"), ("plain_ms", "plain int8 ms"), ("budget_ms", "budgeted ms"), ("plain_speedup", "plain x fp32"),
             ("budget_speedup", "budgeted x fp32"), ("kept_pct", "speedup kept %"), ("rounds", "rounds"), ("isa", "CPU int8 ISA")]
-    rows = merged(rows)
+    rows = merged(rows, args.stem)
     head = (f"# Float fallback to `--max-drop 0.3`: accuracy and latency, plain vs budgeted int8\n\n"
             f"Shared sample, seeded 20/80 split: 103 calibration, 397 evaluation photos (drops and agreement from the budget "
             f"search on all 397; one photo = 0.25 points). Latency: batch 1, {args.threads} threads, median over {args.rounds} "
             f"interleaved rounds (the row's `rounds`) of fresh processes on this machine ({cpu}, "
             f"{os.cpu_count()} cores); 'speedup kept' = median over rounds of plain int8 ms / "
             f"budgeted ms.\n\n")
-    publish("budget_latency", head, rows, cols, rounds=args.rounds, threads=args.threads, schedule=asdict(SCHEDULE))
+    publish(args.stem, head, rows, cols, rounds=args.rounds, threads=args.threads, schedule=asdict(SCHEDULE))
 
 
 if __name__ == "__main__":

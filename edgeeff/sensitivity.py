@@ -11,7 +11,8 @@ temporary folder; only the chosen artifact is published.
   the error it removes) or ``quantize-alone`` (only this unit int8: the error it causes), with
   top-1 agreement, mean cosine and SNR of the logits against fp32.
 * ``within_budget``: plain int8 first; if it misses the budget, the target's latency-free
-  calibration settings (``TargetSpec.budget_settings``), then units kept in float in order of
+  calibration settings (``TargetSpec.budget_settings``), then the backend's own per-op search
+  where it has one (NNCF's accuracy control), then units kept in float in order of
   sensitivity until the budget holds, then each is tried back in int8 (costliest first) and left
   out of the float set if the budget still holds, then each block left is tried as one of its
   convolutions alone; the latency of each step is measured.
@@ -183,8 +184,9 @@ def _step(trials: Trials, blocks: list[str], step: str, max_drop: float | None, 
 
 
 def settings_text(settings: dict | None) -> str:
-    """Budget settings as reports write them: ``fast_bias_correction=False``."""
-    return ", ".join(f"{k}={v}" for k, v in (settings or {}).items())
+    """Budget settings as reports write them: ``fast_bias_correction=False``; a setting whose value
+    is itself a record (``accuracy_control``) by its name alone."""
+    return ", ".join(k if isinstance(v, dict) else f"{k}={v}" for k, v in (settings or {}).items())
 
 
 def _error(figures: dict) -> tuple[float, float]:
@@ -257,6 +259,43 @@ def _narrow(trials: Trials, chosen: list[str], meta: dict, layers: dict[str, lis
     return chosen, meta
 
 
+# NNCF's accuracy control reverts ops until the budget holds or it has reverted this many. A few
+# scattered float convolutions cost little; dozens cost most of the speedup (measured, Lite1 from
+# the mixed preset: 26 reverted, 69 % of it kept), and the block search does better there.
+MAX_REVERTED = 8
+
+
+def _backend_search(trials: Trials, meta: dict, max_drop: float | None, min_agreement: float | None, steps: list[dict],
+                    latency: Callable[[dict], float | None]) -> tuple[list[str], dict, bool]:
+    """The backend's own search, where it has one that ranks single ops by the budget's metric
+    (NNCF's accuracy control; ``targets/openvino.py`` says why it can beat a block search). It
+    starts from each calibration setting plain int8 was tried under, most accurate first, and
+    the first result that holds wins: which base leads to few reverts is not predictable
+    (measured, Lite1: from full bias correction 3 convolutions, from the more accurate mixed
+    preset 26). Its float convolutions become the budget's float set. Judged like every step,
+    against the Keras model; a miss leaves the block search to run on the settings pass's base."""
+    if "accuracy_control" not in getattr(trials.spec, "options", ()) or "accuracy_control" in trials.options:
+        return [], meta, False
+    control = {"accuracy_control": {"images": str(trials.args["images"]), "max_drop_points": max_drop, "min_agreement": min_agreement,
+                                    "max_reverted": MAX_REVERTED}}
+    tried = sorted((st for st in steps if not st["float_blocks"]), key=_error)
+    bases = list({json.dumps(st.get("settings", {}), sort_keys=True): st.get("settings", {}) for st in tried}.values()) or [{}]
+    adopted = dict(trials.settings)
+    trials.settings.clear()
+    try:
+        for base in bases:
+            step = ", ".join(filter(None, ["accuracy control", settings_text(base)]))
+            trial, holds = _step(trials, [], step, max_drop, min_agreement, steps, latency, {**base, **control})
+            chosen = list(trial["conversion"]["accuracy_control"]["float_layers"])
+            steps[-1]["float_blocks"] = chosen
+            if holds:
+                adopted = {**base, **control}
+                return chosen, trial, True
+        return [], meta, False
+    finally:
+        trials.settings.update(adopted)
+
+
 def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreement: float | None, ranking: list[str] | None = None,
                   threads: int | None = None) -> dict:
     """Plain int8 if it meets the budget; else the fewest units in float (in sensitivity order)
@@ -287,6 +326,8 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
         every = list(costs)
         total_macs = sum(costs.values())
         costs.update({name: macs for group in layers.values() for name, macs in group})  # a ranking may name convolutions
+        chosen, meta, holds = _backend_search(trials, meta, max_drop, min_agreement, steps, latency)
+    if not holds:
         if ranking is None:
             ranking = sensitivity(trials, every)["ranking"]
         unknown = [u for u in ranking if u not in costs]
@@ -318,7 +359,7 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
               "speedup_plain_int8": fp32_ms / plain_ms if fp32_ms and plain_ms else None,
               "speedup_budgeted": fp32_ms / final_ms if fp32_ms and final_ms else None,
               "speedup_kept": (plain_ms / final_ms) if plain_ms and final_ms else None,
-              "float_macs_fraction": sum(costs[u] for u in chosen) / total_macs if chosen else 0.0,
+              "float_macs_fraction": sum(costs.get(u, 0) for u in chosen) / total_macs if chosen else 0.0,
               "result": validation_figures(meta),
               "measured_on": "this machine: steps once each; a convolution against its block, and fp32, plain int8 and the result, in 3 interleaved rounds, fresh processes"}
     folder = Path(meta["path"])

@@ -5,6 +5,7 @@ budget search and the calibration sweep through the real CLI, and their refusals
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import onnx
@@ -171,7 +172,7 @@ class _RuleTrials:
         self.runs.append(sorted(blocks))
         chosen = tuple(sorted({**self.settings, **(settings or {})}.items()))
         ok = self.needed <= set(blocks) or bool(self.either & set(blocks))
-        drop = 0.0 if ok else self.drops.get(chosen, 2.0)
+        drop = 0.0 if ok else next((d for key, d in self.drops.items() if key == chosen), 2.0)  # settings may hold records
         return {"validation": {"top1_agreement": 1.0 - drop / 20, "mean_cosine": 0.99, "snr_db": 20.0, "images": 400,
                                "top1_keras": 0.9, "top1_artifact": 0.9 - drop / 100}}
 
@@ -235,6 +236,84 @@ def test_prune_drops_blocks_the_budget_holds_without_costliest_first():
     assert trials.runs == [["block2a", "stem"], ["block2a"]]
     assert [st["step"] for st in steps[3:]] == ["without block6a", "without stem"] and all(st["meets"] for st in steps[3:])
     assert meta["validation"]["top1_artifact"] == 0.9
+
+
+def test_backend_search_adopts_nncf_float_layers_only_when_they_hold():
+    from edgeeff.sensitivity import MAX_REVERTED, _backend_search
+
+    full = {"fast_bias_correction": False}
+    mixed = {**full, "preset": "mixed"}
+
+    def with_nncf(needed, options=None, holds_from=None):
+        """NNCF's result: block6a_dwconv float, from the base ``holds_from`` (any if None); else nothing reverted."""
+        trials = _RuleTrials(needed, options=options)
+        trials.spec = SimpleNamespace(budget_settings=(), options=("float_blocks", "accuracy_control"))
+        trials.args = {"images": "eval.txt"}
+        run = trials.run
+
+        def nncf_run(blocks, label, settings=None):
+            base = {k: v for k, v in {**trials.settings, **(settings or {})}.items() if k != "accuracy_control"}
+            ok = holds_from is None or base == holds_from
+            return {**run(["block6a_dwconv"] if ok else [], label, settings), "conversion": {"accuracy_control": {"float_layers": ["block6a_dwconv"]}}}
+
+        trials.run = nncf_run
+        return trials
+
+    def settled():  # the settings pass's steps: plain, then full bias correction (closer), then mixed (closest, adopted)
+        return [{"step": "plain int8", "float_blocks": [], "drop_points": 2.0, "agreement": 0.9},
+                {"step": "b", "float_blocks": [], "settings": full, "drop_points": 1.25, "agreement": 0.9},
+                {"step": "c", "float_blocks": [], "settings": mixed, "drop_points": 0.75, "agreement": 0.9}]
+
+    steps = settled()
+    held = with_nncf({"block6a_dwconv"})
+    held.settings.update(mixed)
+    chosen, meta, holds = _backend_search(held, {}, 0.3, None, steps, lambda m: None)
+    assert holds and chosen == ["block6a_dwconv"] and meta["validation"]["top1_artifact"] == 0.9
+    control = {"images": "eval.txt", "max_drop_points": 0.3, "min_agreement": None, "max_reverted": MAX_REVERTED}
+    assert held.settings == {**mixed, "accuracy_control": control}  # from the most accurate base first
+    assert steps[-1]["step"] == "accuracy control, fast_bias_correction=False, preset=mixed" and steps[-1]["float_blocks"] == chosen
+    steps = settled()
+    later = with_nncf({"block6a_dwconv"}, holds_from=full)  # from mixed it misses, from full bias correction it holds
+    later.settings.update(mixed)
+    assert _backend_search(later, {}, 0.3, None, steps, lambda m: None)[2]
+    assert later.settings == {**full, "accuracy_control": control} and [st["meets"] for st in steps[3:]] == [False, True]
+    steps = settled()
+    missed = with_nncf({"block1a"})  # judged against Keras it misses from every base: the block search runs on the adopted base
+    missed.settings.update(mixed)
+    assert _backend_search(missed, {"base": 1}, 0.3, None, steps, lambda m: None) == ([], {"base": 1}, False)
+    assert missed.settings == mixed and [st["step"] for st in steps[3:]] == [
+        "accuracy control, fast_bias_correction=False, preset=mixed", "accuracy control, fast_bias_correction=False", "accuracy control"]
+    chosen_by_user = with_nncf(set(), options={"accuracy_control": {"images": "x"}})
+    assert _backend_search(chosen_by_user, {}, 0.3, None, settled(), lambda m: None)[2] is False and chosen_by_user.runs == []
+    assert _backend_search(_RuleTrials(set()), {}, 0.3, None, settled(), lambda m: None)[2] is False  # a backend without one
+
+
+def test_openvino_budget_takes_nncf_accuracy_control_end_to_end(tmp_path, lists):
+    """The real thing on a tiny Lite0: plain int8 (fast bias correction, the user's choice, so the
+    settings pass has nothing to try) misses 90 % agreement on 20 photos; NNCF reverts single
+    convolutions until it holds, and the record names them as the published graph has them."""
+    import openvino as ov
+
+    from edgeeff.targets.openvino import float_layers
+
+    out, report = tmp_path / "out", tmp_path / "meta.json"
+    done = run_cli("convert", "--variant", SMALL, "--target", "openvino-int8", "--images", str(lists["eval"]), "--calibration",
+                   str(lists["calib"]), "--fast-bias-correction", "--min-agreement", "0.9", "--out", str(out), "--json", str(report))
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = json.loads(report.read_text())["metadata"]
+    budget = meta["budget"]
+    assert [st["step"] for st in budget["steps"]] == ["plain int8", "accuracy control"], budget["steps"]
+    assert budget["steps"][0]["agreement"] < 0.9 <= budget["result"]["agreement"]
+    model = build(SMALL, weights="lite0-pypi", classifier_activation=None)
+    names = {name for name, _ in blockmap.weighted_layers(model)}
+    assert budget["float_blocks"] and set(budget["float_blocks"]) <= names  # single convolutions by their Keras names
+    assert 0 < budget["float_macs_fraction"] < 0.5 and "accuracy_control" in budget["settings"]
+    published = ov.Core().read_model(str(out / Path(meta["path"]).name / meta["artifact"]))
+    assert float_layers(model, published) == budget["float_blocks"]
+    unquantized = [op for op in published.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")
+                   and op.input(0).get_source_output().get_node().get_type_name() != "FakeQuantize"]
+    assert len(unquantized) == len(budget["float_blocks"])
+    assert meta["options"]["accuracy_control"]["min_agreement"] == 0.9
 
 
 def test_narrow_keeps_one_convolution_of_a_block_where_that_holds():
