@@ -24,7 +24,7 @@ from pathlib import Path
 
 from edgeeff import fsio, report
 from edgeeff.convert import convert
-from edgeeff.measure import Schedule, measure_in_subprocess
+from edgeeff.measure import Schedule, interleaved_rounds
 from edgeeff.sensitivity import settings_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,14 +97,7 @@ def main() -> None:
                 fp32, plain, budgeted, record = artifacts(variant, target)
                 cases.append({"variant": variant, "target": target, "paths": [fp32["path"], plain["path"], str(budgeted)],
                               "record": record})
-    times: list[list[list[float]]] = [[[], [], []] for _ in cases]
-    for number in range(args.rounds):
-        print(f"round {number + 1}/{args.rounds}", flush=True)
-        for case, slots in zip(cases, times):
-            for path, slot in zip(case["paths"], slots):
-                ms = measure_in_subprocess(path, args.threads, 1, SCHEDULE).get("median_ms")
-                if ms:
-                    slot.append(ms)
+    times = interleaved_rounds([case["paths"] for case in cases], args.rounds, args.threads, SCHEDULE)
     cpu = isa()
     rows = []
     for case, (fp32_ms, plain_ms, budget_ms) in zip(cases, times):

@@ -89,7 +89,8 @@ QUANTIZER_OPTIONS = (
     click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
                  help="onnx-int8 only (default minmax)."),
     click.option("--quant-types", type=click.Choice(["u8u8", "u8s8", "s8s8", "u8s8-reduced"]), default=None,
-                 help="onnx-int8 only: activation/weight types (default u8u8: no int16 saturation on CPUs without VNNI)."),
+                 help="onnx-int8 only: activation/weight types (default u8s8-reduced: 7-bit weights, no int16 "
+                      "saturation on CPUs without VNNI, int8 kernels kept)."),
     click.option("--preset", type=click.Choice(["performance", "mixed"]), default=None, help="openvino-int8 only (default performance)."),
     click.option("--overflow-fix", type=click.Choice(["enable", "first_layer_only", "disable"]), default=None,
                  help="openvino-int8 only: 7-bit weights against saturation without VNNI (default enable)."),

@@ -8,6 +8,7 @@ Converting the same inputs again reuses the artifact (its content key is in ``ed
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -74,6 +75,9 @@ def _content_key(variant, weights_label: str, weights_sha: str, spec: TargetSpec
         "edgeeff": __version__,
         "versions": versions(*spec.packages),
     }
+    revision = getattr(importlib.import_module(f"edgeeff.targets.{spec.backend}"), "GRAPH_REVISION", None)
+    if revision is not None:  # only backends that ever changed their graph: other artifacts keep their keys
+        payload["graph_revision"] = revision
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

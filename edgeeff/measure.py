@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 from edgeeff.devicekit import RunnerError, Schedule, time_invocations  # noqa: F401 (Schedule, time_invocations re-exported)
 
@@ -55,6 +56,23 @@ def measure_in_subprocess(folder: str | Path, threads: int | None = None, batch:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         return {"error": (lines[-1] if lines else f"exit {done.returncode}")[:300]}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def interleaved_rounds(groups: list[list[str | Path]], rounds: int, threads: int | None, schedule: Schedule = Schedule(),
+                       say: Callable[[str], None] = lambda text: print(text, flush=True)) -> list[list[list[float]]]:
+    """Median milliseconds of each artifact in ``groups``, one fresh process each, in ``rounds``
+    interleaved rounds: artifacts compared with each other share the machine's state in every round,
+    so per-round ratios are fairer than ratios of separate runs on a noisy host. A failed
+    measurement is left out of its artifact's list."""
+    times = [[[] for _ in group] for group in groups]
+    for number in range(rounds):
+        say(f"round {number + 1}/{rounds}")
+        for group, slots in zip(groups, times):
+            for path, slot in zip(group, slots):
+                ms = measure_in_subprocess(path, threads, 1, schedule).get("median_ms")
+                if ms:
+                    slot.append(ms)
+    return times
 
 
 def _main(argv: list[str]) -> int:

@@ -42,6 +42,36 @@ def test_float_targets_match_keras(target, tmp_path, lists):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
+def test_onnx_preprocessing_is_rewritten_with_the_same_outputs(tmp_path):
+    """onnxruntime broadcasts a per-channel vector along NHWC's innermost axis slowly: a uniform
+    mean/std (Lite's card) becomes scalars, a per-channel one (B0's ImageNet card) moves behind the
+    input's NHWC->NCHW transpose. The outputs equal the graph tf2onnx wrote, bit for bit."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from edgeeff.api import build
+    from edgeeff.targets.onnx import _to_onnx, fast_preprocessing
+
+    for variant, form, first in (("b0:width=0.25,depth=0.25,resolution=32", "channels-first", ["Transpose", "Mul", "Add"]),
+                                 ("lite0:width=0.25,depth=0.25,resolution=32", "scalar", ["Mul", "Add", "Transpose"])):
+        written, rewritten = tmp_path / "written.onnx", tmp_path / "rewritten.onnx"
+        _to_onnx(build(variant, weights=None), written)
+        rewritten.write_bytes(written.read_bytes())
+        assert fast_preprocessing(rewritten) == form
+        graph = onnx.load(str(rewritten)).graph
+        assert [n.op_type for n in graph.node[:3]] == first
+        inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        assert {inits[n.input[1]].shape for n in graph.node[:3] if n.op_type in ("Mul", "Add")} == {() if form == "scalar" else (1, 3, 1, 1)}
+        if form == "channels-first":
+            assert fast_preprocessing(rewritten) is None  # the pattern is gone: a second pass changes nothing
+            assert fast_preprocessing(written, channels_first=False) is None  # int8 exports: scalars only
+        x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+        before, after = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0] for p in (written, rewritten))
+        assert np.array_equal(before, after), variant
+
+
 def test_openvino_converts_under_a_folder_with_a_comma(tmp_path, lists):
     """OpenVINO reads a comma in a model path as a list of files; --out a,b must still work."""
     meta = convert(TINY, "openvino-fp32", out=tmp_path / "runs,v2", images=lists["eval"])
