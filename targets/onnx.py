@@ -43,6 +43,14 @@ def _to_onnx(model, dest: Path) -> None:
         raise EdgeeffError(f"tf2onnx conversion failed: {str(exc).splitlines()[0][:200]}") from None
 
 
+def is_preprocessing_node(name: str) -> bool:
+    """Whether an ONNX node (or a profiler event named after one) belongs to the in-graph
+    preprocessing: tf2onnx keeps the Keras layer's name in the node's scope."""
+    from edgeeff.builder import PREPROCESS_LAYER
+
+    return f"/{PREPROCESS_LAYER}" in name or name.startswith(PREPROCESS_LAYER)
+
+
 def fast_preprocessing(path: Path, channels_first: bool = True) -> str | None:
     """Rewrite the in-graph preprocessing (``x * 1/std - mean/std``) into a form onnxruntime runs
     fast. It broadcasts a per-channel vector along NHWC's innermost axis three floats at a time:
@@ -57,8 +65,6 @@ def fast_preprocessing(path: Path, channels_first: bool = True) -> str | None:
     import numpy as np
     import onnx
     from onnx import numpy_helper
-
-    from edgeeff.builder import PREPROCESS_LAYER
 
     model = onnx.load(str(path))
     graph = model.graph
@@ -75,7 +81,7 @@ def fast_preprocessing(path: Path, channels_first: bool = True) -> str | None:
         return found[0] if len(found) == 1 and name not in outputs else None
 
     mul = only_consumer(graph.input[0].name)
-    add = mul and mul.op_type == "Mul" and PREPROCESS_LAYER in mul.name and only_consumer(mul.output[0])
+    add = mul and mul.op_type == "Mul" and is_preprocessing_node(mul.name) and only_consumer(mul.output[0])
     if not (add and add.op_type == "Add" and mul.input[1] in inits and add.input[1] in inits):
         return None
     consts = [numpy_helper.to_array(inits[node.input[1]]) for node in (mul, add)]
@@ -111,10 +117,8 @@ def preprocessing_nodes(path: Path) -> list[str]:
     model's time, measured) and rounds the normalised pixels; in float it is exact and cheap."""
     import onnx
 
-    from edgeeff.builder import PREPROCESS_LAYER
-
     graph = onnx.load(str(path), load_external_data=False).graph
-    return [n.name for n in graph.node if f"/{PREPROCESS_LAYER}" in n.name or n.name.startswith(PREPROCESS_LAYER)]
+    return [n.name for n in graph.node if is_preprocessing_node(n.name)]
 
 
 def block_node_names(model, path: Path, blocks: list[str]) -> list[str]:
