@@ -8,6 +8,7 @@ changed prediction is 0.25 points. The Keras logits are computed once per varian
 
     python benchmarks/budget_latency.py --variants lite0,lite1,lite2 --rounds 7   # builds the artifacts
     python benchmarks/budget_accuracy.py --variants lite0,lite1,lite2
+    python benchmarks/budget_accuracy.py --variants lite0 --targets onnx-int8 --stem budget_accuracy_avx2  # one row again
 
 Writes ``benchmarks/results/sensitivity/budget_accuracy.{json,md}`` (atomically).
 """
@@ -29,7 +30,7 @@ from edgeeff.preprocess import PreprocessCard
 from edgeeff.sensitivity import settings_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget_latency import LISTS, ROOT, isa, publish  # noqa: E402
+from budget_latency import LISTS, ROOT, isa, merged, publish  # noqa: E402
 
 
 class OnceLogits:
@@ -104,7 +105,7 @@ def main() -> None:
             f"{len(samples)} evaluation photos of the shared sample (one photo = {100 / len(samples):.2f} points), against the "
             f"Keras fp32 model; the artifacts are the ones `budget_latency.py` timed (rebuilt from the budget records' options where "
             f"the search's own artifact was not on disk).\n\n")
-    publish(args.stem, head, rows, cols, max_drop=args.max_drop)
+    publish(args.stem, head, merged(rows, args.stem), cols, max_drop=args.max_drop)
 
 
 if __name__ == "__main__":

@@ -53,11 +53,7 @@ class Schedule:
 def time_invocations(invoke: Callable[[], Any], schedule: Schedule = Schedule()) -> dict:
     """Warm up (both a minimum count and a minimum time), then time ``invoke()`` with
     ``perf_counter_ns`` until both minimums hold; statistics in milliseconds."""
-    start = time.perf_counter()
-    runs = 0
-    while runs < schedule.warmup_runs or time.perf_counter() - start < schedule.warmup_seconds:
-        invoke()
-        runs += 1
+    warmup_runs = _warm_up(invoke, schedule)
     samples: list[int] = []
     total = 0
     while (len(samples) < schedule.min_runs or total < schedule.min_seconds * 1e9) and len(samples) < schedule.max_runs:
@@ -66,9 +62,50 @@ def time_invocations(invoke: Callable[[], Any], schedule: Schedule = Schedule())
         elapsed = time.perf_counter_ns() - t0
         samples.append(elapsed)
         total += elapsed
+    return {"warmup_runs": warmup_runs, **statistics_ms(samples)}
+
+
+# How long a side-by-side worker runs untimed after the other one had the machine: onnxruntime's
+# idle threads in the other process keep spinning for a while (measured, Lite0 int8 on 2 cores: the
+# first 7-9 runs after a switch, about 0.1 s, took 1.5-3x the steady 7 ms).
+SETTLE_SECONDS = 0.25
+
+
+def serve_timings(invoke: Callable[[], Any], schedule: Schedule, lines: Iterator[str], write: Callable[[str], None]) -> None:
+    """One side of a side-by-side timing: warm up, say ``ready``, then for each line ``N`` read, run
+    untimed for ``SETTLE_SECONDS``, then ``N`` times timed, and write the timings (ns) as one JSON
+    line. Artifacts compared in alternating blocks of runs, each in its own process waiting on its
+    pipe between blocks, run under the same machine state; two runtimes in one process do not work
+    for this: the idle one's threads compete with the timed one's (measured, two onnxruntime
+    sessions in one process: p90 twice the median)."""
+    _warm_up(invoke, schedule)
+    write("ready")
+    for line in lines:
+        start = time.perf_counter()
+        invoke()
+        while time.perf_counter() - start < SETTLE_SECONDS:
+            invoke()
+        timings = []
+        for _ in range(int(line)):
+            t0 = time.perf_counter_ns()
+            invoke()
+            timings.append(time.perf_counter_ns() - t0)
+        write(json.dumps(timings))
+
+
+def _warm_up(invoke: Callable[[], Any], schedule: Schedule) -> int:
+    start = time.perf_counter()
+    runs = 0
+    while runs < schedule.warmup_runs or time.perf_counter() - start < schedule.warmup_seconds:
+        invoke()
+        runs += 1
+    return runs
+
+
+def statistics_ms(samples: list[int]) -> dict:
+    """Timings in nanoseconds as the millisecond statistics every measurement reports."""
     ms = np.asarray(samples, dtype=np.float64) / 1e6
     return {
-        "warmup_runs": runs,
         "runs": len(samples),
         "median_ms": float(np.median(ms)),
         "p90_ms": float(np.percentile(ms, 90)),

@@ -10,6 +10,7 @@ init time and peak memory belong to that artifact alone, and a crash costs one r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -58,6 +59,77 @@ def measure_in_subprocess(folder: str | Path, threads: int | None = None, batch:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _prepared_invoke(folder: Path, threads: int | None):
+    """The artifact's runner, loaded, and a call of it on a prepared random input."""
+    import numpy as np
+
+    from edgeeff import devicekit
+    from edgeeff.artifact import read_metadata
+    from edgeeff.errors import EdgeeffError
+    from edgeeff.targets.base import get_target
+
+    meta = read_metadata(folder)
+    resolution = meta["preprocessing"]["resolution"]
+    try:
+        runner = devicekit.load_runner(get_target(meta["target"]).backend, folder / meta["artifact"], threads)
+    except RunnerError as exc:
+        raise EdgeeffError(str(exc)) from None
+    prepared = runner.prepare(np.random.default_rng(0).uniform(0, 255, size=(1, resolution, resolution, 3)).astype(np.float32))
+    return lambda: runner.invoke(prepared)
+
+
+def side_by_side(folders: list[str | Path], threads: int | None = None, schedule: Schedule = Schedule(), block: int = 16) -> list[dict]:
+    """Median latency of several artifacts measured in alternating blocks of ``block`` runs, each in
+    a process of its own (``python -m edgeeff.measure FOLDER --serve``; after each switch it runs
+    untimed for ``devicekit.SETTLE_SECONDS``), the order reversed every cycle, until each has the
+    schedule's minimum runs and time. For choosing between artifacts whose latencies differ by a
+    few percent: on a shared 2-core host, fresh processes a minute apart differ by 20-30 % for the
+    same artifact (measured, Lite0 onnx int8: medians 5.3-7.2 ms). A failure becomes one row per
+    artifact with its reason."""
+    import tempfile
+
+    from edgeeff.devicekit import statistics_ms
+
+    workers: list[tuple[subprocess.Popen, object]] = []
+
+    def reply(worker: subprocess.Popen, errors) -> str:
+        line = worker.stdout.readline()
+        if line:
+            return line
+        worker.wait()
+        errors.seek(0)
+        lines = [text for text in errors.read().decode(errors="replace").splitlines() if text.strip()]
+        raise RuntimeError(lines[-1] if lines else f"exit {worker.returncode}")
+
+    try:
+        for folder in folders:  # one at a time, so warm-ups do not overlap
+            cmd = [sys.executable, "-m", "edgeeff.measure", str(folder), "--serve", "--schedule", json.dumps(asdict(schedule))]
+            errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty runtime cannot block on a full pipe
+            workers.append((subprocess.Popen(cmd + (["--threads", str(threads)] if threads else []), stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=errors, text=True, bufsize=1), errors))
+            reply(*workers[-1])
+        samples: list[list[int]] = [[] for _ in folders]
+        order = list(range(len(folders)))
+        while any(len(s) < schedule.min_runs or sum(s) < schedule.min_seconds * 1e9 for s in samples) \
+                and all(len(s) < schedule.max_runs for s in samples):
+            for i in order:
+                workers[i][0].stdin.write(f"{block}\n")
+                samples[i] += json.loads(reply(*workers[i]))
+            order.reverse()
+        return [{"path": str(folder), **statistics_ms(s)} for folder, s in zip(folders, samples)]
+    except (RuntimeError, OSError, ValueError) as exc:
+        return [{"path": str(folder), "error": str(exc)[:300]} for folder in folders]
+    finally:
+        for worker, errors in workers:
+            with contextlib.suppress(OSError):
+                worker.stdin.close()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            errors.close()
+
+
 def interleaved_rounds(groups: list[list[str | Path]], rounds: int, threads: int | None, schedule: Schedule = Schedule(),
                        say: Callable[[str], None] = lambda text: print(text, flush=True)) -> list[list[list[float]]]:
     """Median milliseconds of each artifact in ``groups``, one fresh process each, in ``rounds``
@@ -81,6 +153,7 @@ def _main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = argparse.ArgumentParser(prog="python -m edgeeff.measure")
     parser.add_argument("folder")
+    parser.add_argument("--serve", action="store_true", help="one side of edgeeff.measure.side_by_side: timings on request")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--schedule", default="{}")
@@ -90,6 +163,13 @@ def _main(argv: list[str]) -> int:
     from edgeeff.errors import EdgeeffError
 
     try:
+        if args.serve:
+            from edgeeff.devicekit import serve_timings
+
+            invoke = _prepared_invoke(Path(args.folder), args.threads)
+            serve_timings(invoke, Schedule(**json.loads(args.schedule)), iter(sys.stdin.readline, ""),
+                          lambda text: print(text, flush=True))
+            return 0
         row = measure_artifact(args.folder, args.threads, args.batch, Schedule(**json.loads(args.schedule)),
                                device=args.device, precision=None if args.precision == "default" else args.precision)
     except EdgeeffError as exc:

@@ -14,8 +14,10 @@ temporary folder; only the chosen artifact is published.
   calibration settings (``TargetSpec.budget_settings``), then the backend's own per-op search
   where it has one (NNCF's accuracy control), then units kept in float in order of
   sensitivity until the budget holds, then each is tried back in int8 (costliest first) and left
-  out of the float set if the budget still holds, then each block left is tried as one of its
-  convolutions alone; the latency of each step is measured.
+  out of the float set if the budget still holds, then an int8 block between float neighbours (or
+  between float and the network's input or output) is tried in float and kept if that runs faster,
+  then each block left is tried as one of its convolutions alone; the latency of each step is
+  measured.
 """
 
 from __future__ import annotations
@@ -157,17 +159,25 @@ def _latency(meta: dict, threads: int | None) -> float | None:
     return measure_in_subprocess(meta["path"], threads, 1, Schedule(**QUICK)).get("median_ms")
 
 
-def _interleaved(metas: list[dict], threads: int | None, say: Say, rounds: int = 3,
-                 what: str = "fp32, plain int8 and the result") -> list[float | None]:
+SIDE_BY_SIDE = dict(warmup_runs=5, warmup_seconds=0.5, min_runs=64, min_seconds=1.5)
+
+
+def _side_by_side(metas: list[dict], threads: int | None, say: Say, what: str, rounds: int = 3) -> list[float | None]:
+    """Median ms of artifacts compared with each other: per round, a fresh process each, timed in
+    alternating blocks (``edgeeff.measure.side_by_side``); medians over rounds. Fresh processes one
+    after another differ by 20-30 % on a shared host, and two processes of the same artifact side
+    by side by up to 8 % (memory placement), so neither alone can judge a 5 % difference; the
+    rounds take care of the second."""
     from statistics import median
+
+    from edgeeff.measure import Schedule, side_by_side
 
     runs: list[list[float]] = [[] for _ in metas]
     for number in range(rounds):
-        say(f"measuring {what} side by side", number, rounds)
-        for i, meta in enumerate(metas):
-            ms = _latency(meta, threads)
-            if ms:
-                runs[i].append(ms)
+        say(f"timing {what} side by side", number, rounds)
+        for slot, row in zip(runs, side_by_side([m["path"] for m in metas], threads, Schedule(**SIDE_BY_SIDE))):
+            if "median_ms" in row:
+                slot.append(row["median_ms"])
     return [median(r) if r else None for r in runs]
 
 
@@ -233,6 +243,20 @@ def _prune(trials: Trials, chosen: list[str], meta: dict, costs: dict[str, int],
     return chosen, meta
 
 
+def _holds_and_runs_faster(trials: Trials, blocks: list[str], step: str, current: dict, max_drop: float | None,
+                           min_agreement: float | None, steps: list[dict], latency: Callable[[dict], float | None],
+                           side_by_side: Callable[[dict, dict], tuple[float | None, float | None]]) -> dict | None:
+    """A candidate float set that replaces the current one only if both hold: the budget, and a
+    lower latency timed side by side with the current artifact (recorded in its step)."""
+    trial, holds = _step(trials, blocks, step, max_drop, min_agreement, steps, latency)
+    if not holds:
+        return None
+    new_ms, current_ms = side_by_side(trial, current)
+    faster = bool(new_ms and current_ms and new_ms < current_ms)
+    steps[-1].update({"side_by_side_ms": [new_ms, current_ms], "faster": faster})
+    return trial if faster else None
+
+
 def _narrow(trials: Trials, chosen: list[str], meta: dict, layers: dict[str, list[tuple[str, int]]], max_drop: float | None,
             min_agreement: float | None, steps: list[dict], latency: Callable[[dict], float | None],
             side_by_side: Callable[[dict, dict], tuple[float | None, float | None]]) -> tuple[list[str], dict]:
@@ -247,15 +271,36 @@ def _narrow(trials: Trials, chosen: list[str], meta: dict, layers: dict[str, lis
             continue
         for layer, _ in layers[block]:
             narrower = [layer if u == block else u for u in chosen]
-            trial, holds = _step(trials, narrower, f"{block} as {layer}", max_drop, min_agreement, steps, latency)
-            if not holds:
-                continue
-            narrow_ms, current_ms = side_by_side(trial, meta)
-            faster = bool(narrow_ms and current_ms and narrow_ms < current_ms)
-            steps[-1].update({"side_by_side_ms": [narrow_ms, current_ms], "faster": faster})
-            if faster:
+            trial = _holds_and_runs_faster(trials, narrower, f"{block} as {layer}", meta, max_drop, min_agreement, steps, latency,
+                                           side_by_side)
+            if trial:
                 chosen, meta = narrower, trial
                 break
+    return chosen, meta
+
+
+def _join(trials: Trials, chosen: list[str], meta: dict, every: list[str], costs: dict[str, int], max_drop: float | None,
+          min_agreement: float | None, steps: list[dict], latency: Callable[[dict], float | None],
+          side_by_side: Callable[[dict, dict], tuple[float | None, float | None]]) -> tuple[list[str], dict]:
+    """Island pass: try adding each int8 block whose every neighbour is already float (the network's
+    input and output count as float), cheapest first, and keep it where the budget holds and the set
+    runs faster, timed side by side. Such a block is where the activations leave float and come
+    back: adding it removes a dequantize-quantize pair instead of adding one, and on onnxruntime each
+    such boundary is a layout change too (measured, Lite0 onnx on AVX2 with block1a float: adding
+    the stem, whose int8 convolution on 3 input channels is slow there, kept 110 % of the int8
+    speedup where block1a alone kept 96 %, 11 interleaved rounds). The set then holds more blocks
+    than the fewest; the record's steps say which was added and how fast each ran."""
+    blocks = [u for u in every if not u.endswith("_se")]
+
+    def bridges(unit: str, floats: list[str]) -> bool:
+        at = blocks.index(unit)
+        return unit not in floats and all(n in floats for n in blocks[max(at - 1, 0):at] + blocks[at + 1:at + 2])
+
+    for unit in sorted((u for u in blocks if bridges(u, chosen)), key=lambda u: costs.get(u, 0)):
+        wider = sorted([*chosen, unit], key=lambda u: blocks.index(u) if u in blocks else len(blocks))
+        trial = _holds_and_runs_faster(trials, wider, f"join {unit}", meta, max_drop, min_agreement, steps, latency, side_by_side)
+        if trial:
+            chosen, meta = wider, trial
     return chosen, meta
 
 
@@ -346,12 +391,13 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
                               f"(drop {figures.get('drop_points', float('nan')):+.2f} points, agreement {figures['agreement']:.1%}); "
                               "nothing was written")
         chosen, meta = _prune(trials, chosen, meta, costs, max_drop, min_agreement, steps, latency)
+        chosen, meta = _join(trials, chosen, meta, every, costs, max_drop, min_agreement, steps, latency,
+                             lambda a, b: tuple(_side_by_side([a, b], threads, trials.say, "the set with a neighbour vs without")))
         chosen, meta = _narrow(trials, chosen, meta, layers, max_drop, min_agreement, steps, latency,
-                               lambda a, b: tuple(_interleaved([a, b], threads, trials.say, what="one convolution vs its block")))
+                               lambda a, b: tuple(_side_by_side([a, b], threads, trials.say, "one convolution vs its block")))
     fp32 = trials.run_float(f"{trials.spec.backend}-fp32")
-    # The comparison that matters, measured side by side: fp32, plain int8 and the chosen artifact in
-    # interleaved rounds (one fresh process each), medians over rounds.
-    fp32_ms, plain_ms, final_ms = _interleaved([fp32, trial_metas[0], meta], threads, trials.say)
+    # The comparison that matters, measured side by side: fp32, plain int8 and the chosen artifact
+    fp32_ms, plain_ms, final_ms = _side_by_side([fp32, trial_metas[0], meta], threads, trials.say, "fp32, plain int8 and the result")
     budget = {"max_drop_points": max_drop, "min_agreement": min_agreement, "float_blocks": chosen, "settings": trials.settings,
               "steps": steps,
               "plain_int8_median_ms": plain_ms, "median_ms": final_ms, "fp32_median_ms": fp32_ms,
@@ -361,7 +407,7 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
               "speedup_kept": (plain_ms / final_ms) if plain_ms and final_ms else None,
               "float_macs_fraction": sum(costs.get(u, 0) for u in chosen) / total_macs if chosen else 0.0,
               "result": validation_figures(meta),
-              "measured_on": "this machine: steps once each; a convolution against its block, and fp32, plain int8 and the result, in 3 interleaved rounds, fresh processes"}
+              "measured_on": "this machine: steps once each (a fresh process); a joined neighbour or a convolution against the set before it, and fp32, plain int8 and the result, side by side (a process each, alternating blocks of runs), 3 rounds"}
     folder = Path(meta["path"])
     meta.pop("path", None)
     meta["budget"] = budget

@@ -7,7 +7,7 @@ import csv
 import json
 
 from conftest import assert_one_line_error, run_cli
-from edgeeff.measure import Schedule, measure_in_subprocess, time_invocations
+from edgeeff.measure import Schedule, measure_in_subprocess, side_by_side, time_invocations
 
 TINY = "lite0:width=0.25,depth=0.25,resolution=64"
 QUICK = ["--rounds", "1", "--warmup-runs", "2", "--warmup-seconds", "0", "--min-runs", "5", "--min-seconds", "0"]
@@ -18,6 +18,16 @@ def test_schedule_runs_at_least_the_minimums():
     stats = time_invocations(lambda: calls.append(1), Schedule(warmup_runs=3, warmup_seconds=0, min_runs=7, min_seconds=0))
     assert stats["warmup_runs"] == 3 and stats["runs"] == 7 and len(calls) == 10
     assert stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"] <= stats["p99_ms"] <= stats["max_ms"]
+
+
+def test_a_side_by_side_worker_answers_each_request_with_its_timings(monkeypatch):
+    from edgeeff import devicekit
+
+    monkeypatch.setattr(devicekit, "SETTLE_SECONDS", 0)
+    calls, written = [], []
+    devicekit.serve_timings(lambda: calls.append(1), Schedule(warmup_runs=2, warmup_seconds=0), iter(["3\n", "5\n"]), written.append)
+    assert written[0] == "ready" and [len(json.loads(w)) for w in written[1:]] == [3, 5]
+    assert len(calls) == 2 + (1 + 3) + (1 + 5)  # warm-up, then one untimed settling run before each block
 
 
 def test_bench_measures_targets_and_renders_the_same_rows(tmp_path):
@@ -38,6 +48,10 @@ def test_bench_measures_targets_and_renders_the_same_rows(tmp_path):
     keras_dir = next(p for p in out.iterdir() if p.name.endswith("keras-fp32"))
     refused = measure_in_subprocess(keras_dir, device="gpu")
     assert "TensorFlow sees no GPU here" in refused["error"] and "\n" not in refused["error"]
+    # two real runtimes, each in its own process, timed in alternating blocks until both have the minimums
+    pair = [next(p for p in out.iterdir() if p.name.endswith(t)) for t in ("onnx-fp32", "tflite-fp32")]
+    timed = side_by_side(pair, 1, Schedule(warmup_runs=2, warmup_seconds=0, min_runs=10, min_seconds=0), block=4)
+    assert [r["path"] for r in timed] == [str(p) for p in pair] and all(r["runs"] == 12 and r["median_ms"] > 0 for r in timed), timed
     assert [r["target"] for r in csv.DictReader(files["csv"].open())] == [r["target"] for r in rows]
     assert all(r["target"] in files["md"].read_text() for r in rows)
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -55,6 +69,10 @@ def test_a_broken_artifact_keeps_its_row(tmp_path):
     assert done.returncode == 1
     rows = {r["target"]: r for r in json.loads(report.read_text())["rows"]}
     assert "cannot load" in rows["onnx-fp32"]["error"] and rows["tflite-fp32"]["median_ms"] > 0
+    # side by side, a worker that cannot load its artifact fails the comparison with its reason, one line
+    tflite = next(out.glob("*tflite-fp32"))
+    failed = side_by_side([tflite, model.parent], 1, Schedule(warmup_runs=1, warmup_seconds=0, min_runs=2, min_seconds=0))
+    assert all("cannot load" in r["error"] and "\n" not in r["error"] for r in failed), failed
 
 
 def test_bench_bad_input():

@@ -339,6 +339,32 @@ def test_narrow_keeps_one_convolution_of_a_block_where_that_holds():
     assert slower == ["block1a"] and steps[-1]["faster"] is False  # it holds but runs slower: the block stays whole
 
 
+def test_join_adds_a_neighbour_only_where_it_closes_a_float_island_and_runs_faster():
+    from edgeeff.sensitivity import _join
+
+    every = ["stem", "block1a", "block2a", "block2b", "block3a", "head"]
+    costs = {"stem": 4, "block1a": 3, "block2a": 9, "block2b": 5, "block3a": 7, "head": 2}
+    trials = _RuleTrials({"block1a", "block2b"})  # float block1a and block2b hold the budget; more float holds too
+    steps = []
+    chosen, meta = _join(trials, ["block1a", "block2b"], {"validation": {}}, every, costs, 0.3, None, steps, lambda m: None,
+                         lambda wider, current: (1.0, 2.0))
+    # stem (input on one side) and block2a (float on both) bridge; block3a and head do not (block3a's
+    # next neighbour, head, is int8); cheapest first, each tried on top of the last one kept
+    assert [st["step"] for st in steps] == ["join stem", "join block2a"]
+    assert trials.runs == [["block1a", "block2b", "stem"], ["block1a", "block2a", "block2b", "stem"]]
+    assert chosen == ["stem", "block1a", "block2a", "block2b"] and all(st["faster"] for st in steps)
+    steps = []
+    slower, _ = _join(_RuleTrials({"block1a"}), ["block1a"], {"validation": {}}, every, costs, 0.3, None, steps,
+                      lambda m: None, lambda wider, current: (2.0, 1.0))
+    assert slower == ["block1a"] and steps[-1]["step"] == "join stem" and steps[-1]["faster"] is False
+    steps = []
+    missed, _ = _join(_RuleTrials({"block3a"}), ["block1a"], {"validation": {}}, every, costs, 0.3, None, steps, lambda m: None,
+                      lambda wider, current: (1.0, 2.0))
+    assert missed == ["block1a"] and steps[-1]["meets"] is False and "faster" not in steps[-1]  # timed only when it holds
+    assert _join(_RuleTrials(set()), ["block1a_dwconv"], {}, every, costs, 0.3, None, [], lambda m: None,
+                 lambda wider, current: (1.0, 2.0))[0] == ["block1a_dwconv"]  # a single convolution closes no island
+
+
 def test_unit_costs_are_the_blocks_multiply_adds():
     from edgeeff.flops import count_macs
 
