@@ -290,7 +290,7 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
 @click.option("--images", type=click.Path(), default=None, help="Validation images (kept disjoint from calibration).")
 @quantizer_options
 @click.option("--float-blocks", default=None, help="int8 targets: keep these blocks in float (e.g. stem,block1a,head; see `edgeeff sensitivity`); a block includes its SE part unless -blockX_se is listed too; one convolution by its layer name (block1a_dwconv) keeps only it.")
-@click.option("--max-drop", type=float, default=None, help="int8 targets: keep the fewest blocks in float until the top-1 drop vs fp32 on --images is at most this many points.")
+@click.option("--max-drop", type=float, default=None, help="int8 targets: keep the fewest blocks in float until the top-1 drop vs fp32 on --images is at most this many points (then a float neighbour or a single convolution where that also runs faster).")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="int8 targets: ... until top-1 agreement with fp32 on --images is at least this (0-1).")
 @click.option("--sensitivity", "sensitivity_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="With --max-drop/--min-agreement: the block ranking from `edgeeff sensitivity --json` (else measured now).")
@@ -369,10 +369,14 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
     if meta.get("budget"):
         b = meta["budget"]
         steps = [{"step": st.get("step", ""), "float": ", ".join(st["float_blocks"]) or "-", "drop": st.get("drop_points"),
-                  "agreement": st["agreement"], "meets": "yes" if st.get("meets") else "no", "median_ms": st["median_ms"]}
+                  "agreement": st["agreement"], "meets": "yes" if st.get("meets") else "no", "median_ms": st["median_ms"],
+                  "side_by_side": (f"{st['side_by_side_ms'][0]:.2f} vs {st['side_by_side_ms'][1]:.2f}: "
+                                   f"{'faster, kept' if st.get('faster') else 'not faster'}"
+                                   if all(st.get("side_by_side_ms") or [None]) else None)}
                  for st in b["steps"]]
         report.print_table(steps, [("step", "step"), ("float", "blocks in float"), ("drop", "top-1 drop (pts)"),
-                                   ("agreement", "agreement"), ("meets", "meets budget"), ("median_ms", "median ms")],
+                                   ("agreement", "agreement"), ("meets", "meets budget"), ("median_ms", "median ms"),
+                                   ("side_by_side", "ms side by side (this vs before)")],
                            title="Budget search (each step a real conversion, measured)")
         from edgeeff.sensitivity import settings_text
 

@@ -78,56 +78,105 @@ def _prepared_invoke(folder: Path, threads: int | None):
     return lambda: runner.invoke(prepared)
 
 
-def side_by_side(folders: list[str | Path], threads: int | None = None, schedule: Schedule = Schedule(), block: int = 16) -> list[dict]:
-    """Median latency of several artifacts measured in alternating blocks of ``block`` runs, each in
-    a process of its own (``python -m edgeeff.measure FOLDER --serve``; after each switch it runs
-    untimed for ``devicekit.SETTLE_SECONDS``), the order reversed every cycle, until each has the
-    schedule's minimum runs and time. For choosing between artifacts whose latencies differ by a
-    few percent: on a shared 2-core host, fresh processes a minute apart differ by 20-30 % for the
-    same artifact (measured, Lite0 onnx int8: medians 5.3-7.2 ms). A failure becomes one row per
-    artifact with its reason."""
-    import tempfile
+class _Worker:
+    """One side of :func:`side_by_side`: ``python -m edgeeff.measure FOLDER --serve``, asked for
+    blocks of timed runs on its stdin, answering one JSON line each on its stdout (the worker
+    points its own fd 1 at stderr, so nothing a runtime prints can shift the replies)."""
 
+    def __init__(self, folder: str | Path, threads: int | None, schedule: Schedule, timeout: float) -> None:
+        import selectors
+        import tempfile
+
+        self.folder, self.timeout = Path(folder), timeout
+        self.errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty runtime cannot block on a full pipe
+        cmd = [sys.executable, "-m", "edgeeff.measure", str(folder), "--serve", "--schedule", json.dumps(asdict(schedule))]
+        try:
+            self.process = subprocess.Popen(cmd + (["--threads", str(threads)] if threads else []), stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=self.errors, text=True, bufsize=1)
+        except OSError:
+            self.errors.close()
+            raise
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.process.stdout, selectors.EVENT_READ)
+        try:
+            if self._reply() != "ready":
+                raise RuntimeError(f"{self.folder.name}: the worker did not start the protocol")
+        except RuntimeError:
+            self.close()
+            raise
+
+    def _reply(self) -> str:
+        line = self.process.stdout.readline() if self.selector.select(self.timeout) else None
+        if line:
+            return line.strip()
+        raise RuntimeError(f"{self.folder.name}: {self.reason(line is None)}")
+
+    def reason(self, timed_out: bool = False) -> str:
+        """Why the worker stopped answering: its last line on stderr."""
+        if timed_out:
+            return f"no answer within {self.timeout:.0f} s"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=30)
+        self.errors.seek(0)
+        lines = [text for text in self.errors.read().decode(errors="replace").splitlines() if text.strip()]
+        return (lines[-1] if lines else f"exit {self.process.returncode}")[:300]
+
+    def timings(self, runs: int) -> list[int]:
+        try:
+            self.process.stdin.write(f"{runs}\n")
+        except OSError:
+            raise RuntimeError(f"{self.folder.name}: {self.reason()}") from None
+        timings = json.loads(self._reply())
+        if not isinstance(timings, list) or len(timings) != runs:
+            raise RuntimeError(f"{self.folder.name}: the worker answered {str(timings)[:80]!r}, not {runs} timings")
+        return timings
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.selector.close()
+        self.process.stdout.close()
+        self.errors.close()
+
+
+def side_by_side(folders: list[str | Path], threads: int | None = None, schedule: Schedule = Schedule(), block: int = 16,
+                 timeout: float = 600) -> list[dict]:
+    """Median latency of several artifacts measured in alternating blocks of ``block`` runs, each in
+    a process of its own (:class:`_Worker`; after each switch it runs untimed for
+    ``devicekit.SETTLE_SECONDS``), the order reversed every cycle, until each has the schedule's
+    minimum runs and time (at least one block each). For choosing between artifacts whose latencies
+    differ by a few percent: on a shared 2-core host, fresh processes a minute apart differ by
+    20-30 % for the same artifact (measured, Lite0 onnx int8: medians 5.3-7.2 ms). A failure (a
+    worker that cannot load its artifact, dies, or gives no answer within ``timeout`` seconds)
+    becomes one row per artifact naming the artifact and the reason."""
     from edgeeff.devicekit import statistics_ms
 
-    workers: list[tuple[subprocess.Popen, object]] = []
-
-    def reply(worker: subprocess.Popen, errors) -> str:
-        line = worker.stdout.readline()
-        if line:
-            return line
-        worker.wait()
-        errors.seek(0)
-        lines = [text for text in errors.read().decode(errors="replace").splitlines() if text.strip()]
-        raise RuntimeError(lines[-1] if lines else f"exit {worker.returncode}")
-
+    if block < 1:
+        raise ValueError("block must be at least 1 run")
+    workers: list[_Worker] = []
     try:
         for folder in folders:  # one at a time, so warm-ups do not overlap
-            cmd = [sys.executable, "-m", "edgeeff.measure", str(folder), "--serve", "--schedule", json.dumps(asdict(schedule))]
-            errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty runtime cannot block on a full pipe
-            workers.append((subprocess.Popen(cmd + (["--threads", str(threads)] if threads else []), stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, stderr=errors, text=True, bufsize=1), errors))
-            reply(*workers[-1])
+            workers.append(_Worker(folder, threads, schedule, timeout))
         samples: list[list[int]] = [[] for _ in folders]
         order = list(range(len(folders)))
-        while any(len(s) < schedule.min_runs or sum(s) < schedule.min_seconds * 1e9 for s in samples) \
-                and all(len(s) < schedule.max_runs for s in samples):
+        while True:
             for i in order:
-                workers[i][0].stdin.write(f"{block}\n")
-                samples[i] += json.loads(reply(*workers[i]))
+                samples[i] += workers[i].timings(block)
             order.reverse()
+            short = any(len(s) < schedule.min_runs or sum(s) < schedule.min_seconds * 1e9 for s in samples)
+            if not short or any(len(s) >= schedule.max_runs for s in samples):
+                break
         return [{"path": str(folder), **statistics_ms(s)} for folder, s in zip(folders, samples)]
     except (RuntimeError, OSError, ValueError) as exc:
         return [{"path": str(folder), "error": str(exc)[:300]} for folder in folders]
     finally:
-        for worker, errors in workers:
-            with contextlib.suppress(OSError):
-                worker.stdin.close()
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-            errors.close()
+        for worker in workers:
+            worker.close()
 
 
 def interleaved_rounds(groups: list[list[str | Path]], rounds: int, threads: int | None, schedule: Schedule = Schedule(),
@@ -166,9 +215,11 @@ def _main(argv: list[str]) -> int:
         if args.serve:
             from edgeeff.devicekit import serve_timings
 
+            replies = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol's own stream
+            os.dup2(2, 1)  # whatever a runtime prints goes to stderr, never between the replies
             invoke = _prepared_invoke(Path(args.folder), args.threads)
             serve_timings(invoke, Schedule(**json.loads(args.schedule)), iter(sys.stdin.readline, ""),
-                          lambda text: print(text, flush=True))
+                          lambda text: print(text, file=replies, flush=True))
             return 0
         row = measure_artifact(args.folder, args.threads, args.batch, Schedule(**json.loads(args.schedule)),
                                device=args.device, precision=None if args.precision == "default" else args.precision)

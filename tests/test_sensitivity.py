@@ -363,6 +363,13 @@ def test_join_adds_a_neighbour_only_where_it_closes_a_float_island_and_runs_fast
     assert missed == ["block1a"] and steps[-1]["meets"] is False and "faster" not in steps[-1]  # timed only when it holds
     assert _join(_RuleTrials(set()), ["block1a_dwconv"], {}, every, costs, 0.3, None, [], lambda m: None,
                  lambda wider, current: (1.0, 2.0))[0] == ["block1a_dwconv"]  # a single convolution closes no island
+    # the output edge: a float last block makes the head a candidate; a convolution named alone keeps
+    # its place in network order, and a joined block replaces its own convolutions named alone
+    steps = []
+    tail, _ = _join(_RuleTrials(set()), ["block3a", "block2a_dwconv", "block1a", "stem_conv"], {"validation": {}}, every, costs,
+                    0.3, None, steps, lambda m: None, lambda wider, current: (1.0, 2.0))
+    assert [st["step"] for st in steps] == ["join head", "join stem"]  # head (2) is cheaper than stem (4)
+    assert tail == ["stem", "block1a", "block2a_dwconv", "block3a", "head"]
 
 
 def test_unit_costs_are_the_blocks_multiply_adds():
