@@ -27,7 +27,7 @@ from pathlib import Path
 
 from edgeeff import fsio, report
 from edgeeff.convert import convert
-from edgeeff.measure import Schedule, interleaved_rounds, side_by_side
+from edgeeff.measure import Schedule, interleaved_rounds
 from edgeeff.sensitivity import settings_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,16 +103,9 @@ def main() -> None:
                 fp32, plain, budgeted, record = artifacts(variant, target)
                 cases.append({"variant": variant, "target": target, "paths": [fp32["path"], plain["path"], str(budgeted)],
                               "record": record})
-    if args.method == "fresh":
-        times = interleaved_rounds([case["paths"] for case in cases], args.rounds, args.threads, SCHEDULE)
-    else:
-        times = [[[] for _ in case["paths"]] for case in cases]
-        for number in range(args.rounds):
-            print(f"round {number + 1}/{args.rounds}", flush=True)
-            for case, slots in zip(cases, times):
-                for slot, row in zip(slots, side_by_side(case["paths"], args.threads, SIDE_BY_SIDE)):
-                    if "median_ms" in row:
-                        slot.append(row["median_ms"])
+    together = args.method == "side-by-side"
+    times = interleaved_rounds([case["paths"] for case in cases], args.rounds, args.threads, SIDE_BY_SIDE if together else SCHEDULE,
+                               together=together)
     cpu = isa()
     rows = []
     for case, (fp32_ms, plain_ms, budget_ms) in zip(cases, times):
@@ -148,7 +141,7 @@ def main() -> None:
             + ("each round fp32, plain and budgeted int8 side by side (one process each, alternating blocks of runs)"
                if args.method == "side-by-side" else "interleaved rounds of fresh processes")
             + "; 'speedup kept' = median over rounds of plain int8 ms / budgeted ms.\n\n")
-    publish(args.stem, head, rows, cols, rounds=args.rounds, threads=args.threads, schedule=asdict(SCHEDULE if args.method == "fresh" else SIDE_BY_SIDE), method=args.method)
+    publish(args.stem, head, rows, cols, rounds=args.rounds, threads=args.threads, schedule=asdict(SIDE_BY_SIDE if together else SCHEDULE), method=args.method)
 
 
 if __name__ == "__main__":

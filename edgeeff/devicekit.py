@@ -627,6 +627,12 @@ def load_runner(backend: str, path: str | Path, threads: int | None = None, acce
     raise RunnerError(f"unknown backend {backend!r}")
 
 
+def random_pixels(resolution: int, batch: int = 1, seed: int = 0) -> np.ndarray:
+    """The seeded input every latency measurement times (timings do not depend on pixel values,
+    but comparisons across measurements should not even have to ask)."""
+    return np.random.default_rng(seed).uniform(0, 255, size=(batch, resolution, resolution, 3)).astype(np.float32)
+
+
 def measure(backend: str, path: str | Path, resolution: int, threads: int | None = None, batch: int = 1,
             schedule: Schedule = Schedule(), seed: int = 0, accelerator: str = "cpu", precision: str | None = "f32",
             prefer: str | None = None) -> dict:
@@ -635,7 +641,7 @@ def measure(backend: str, path: str | Path, resolution: int, threads: int | None
     t0 = time.perf_counter_ns()
     runner = load_runner(backend, path, threads, accelerator, precision, prefer, batch)
     init_ms = (time.perf_counter_ns() - t0) / 1e6
-    pixels = np.random.default_rng(seed).uniform(0, 255, size=(batch, resolution, resolution, 3)).astype(np.float32)
+    pixels = random_pixels(resolution, batch, seed)
     prepared = runner.prepare(pixels)  # outside the timed region
     t0 = time.perf_counter_ns()
     runner.invoke(prepared)

@@ -61,20 +61,17 @@ def measure_in_subprocess(folder: str | Path, threads: int | None = None, batch:
 
 def _prepared_invoke(folder: Path, threads: int | None):
     """The artifact's runner, loaded, and a call of it on a prepared random input."""
-    import numpy as np
-
     from edgeeff import devicekit
     from edgeeff.artifact import read_metadata
     from edgeeff.errors import EdgeeffError
     from edgeeff.targets.base import get_target
 
     meta = read_metadata(folder)
-    resolution = meta["preprocessing"]["resolution"]
     try:
         runner = devicekit.load_runner(get_target(meta["target"]).backend, folder / meta["artifact"], threads)
     except RunnerError as exc:
         raise EdgeeffError(str(exc)) from None
-    prepared = runner.prepare(np.random.default_rng(0).uniform(0, 255, size=(1, resolution, resolution, 3)).astype(np.float32))
+    prepared = runner.prepare(devicekit.random_pixels(meta["preprocessing"]["resolution"]))
     return lambda: runner.invoke(prepared)
 
 
@@ -180,19 +177,22 @@ def side_by_side(folders: list[str | Path], threads: int | None = None, schedule
 
 
 def interleaved_rounds(groups: list[list[str | Path]], rounds: int, threads: int | None, schedule: Schedule = Schedule(),
-                       say: Callable[[str], None] = lambda text: print(text, flush=True)) -> list[list[list[float]]]:
-    """Median milliseconds of each artifact in ``groups``, one fresh process each, in ``rounds``
-    interleaved rounds: artifacts compared with each other share the machine's state in every round,
-    so per-round ratios are fairer than ratios of separate runs on a noisy host. A failed
-    measurement is left out of its artifact's list."""
+                       say: Callable[[str], None] = lambda text: print(text, flush=True),
+                       together: bool = False) -> list[list[list[float]]]:
+    """Median milliseconds of each artifact in ``groups``, in ``rounds`` interleaved rounds: each
+    artifact in a fresh process of its own, one after another, or with ``together`` each group
+    timed side by side (:func:`side_by_side`). Artifacts compared with each other share the
+    machine's state in every round, so per-round ratios are fairer than ratios of separate runs on a
+    noisy host. A failed measurement is left out of its artifact's list."""
     times = [[[] for _ in group] for group in groups]
     for number in range(rounds):
         say(f"round {number + 1}/{rounds}")
         for group, slots in zip(groups, times):
-            for path, slot in zip(group, slots):
-                ms = measure_in_subprocess(path, threads, 1, schedule).get("median_ms")
-                if ms:
-                    slot.append(ms)
+            rows = side_by_side(group, threads, schedule) if together else [
+                measure_in_subprocess(path, threads, 1, schedule) for path in group]
+            for row, slot in zip(rows, slots):
+                if row.get("median_ms"):
+                    slot.append(row["median_ms"])
     return times
 
 

@@ -170,14 +170,10 @@ def _side_by_side(metas: list[dict], threads: int | None, say: Say, what: str, r
     rounds take care of the second."""
     from statistics import median
 
-    from edgeeff.measure import Schedule, side_by_side
+    from edgeeff.measure import Schedule, interleaved_rounds
 
-    runs: list[list[float]] = [[] for _ in metas]
-    for number in range(rounds):
-        say(f"timing {what} side by side", number, rounds)
-        for slot, row in zip(runs, side_by_side([m["path"] for m in metas], threads, Schedule(**SIDE_BY_SIDE))):
-            if "median_ms" in row:
-                slot.append(row["median_ms"])
+    runs = interleaved_rounds([[m["path"] for m in metas]], rounds, threads, Schedule(**SIDE_BY_SIDE),
+                              lambda text: say(f"timing {what} side by side, {text}"), together=True)[0]
     return [median(r) if r else None for r in runs]
 
 
@@ -356,8 +352,9 @@ def _backend_search(trials: Trials, meta: dict, max_drop: float | None, min_agre
 def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreement: float | None, ranking: list[str] | None = None,
                   threads: int | None = None) -> dict:
     """Plain int8 if it meets the budget; else the fewest units in float (in sensitivity order)
-    that do, then neighbours joined or blocks narrowed where that holds and runs faster. Publishes the chosen artifact to ``out`` with a ``budget`` record; raises BudgetError
-    (publishing nothing) when even every unit in float misses."""
+    that do, then neighbours joined or blocks narrowed where that holds and runs faster. Publishes
+    the chosen artifact to ``out`` with a ``budget`` record; raises BudgetError (publishing
+    nothing) when even every unit in float misses."""
     from edgeeff.convert import _publish
 
     from edgeeff.data import list_samples
