@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgeeff import devicekit
+from edgeeff import devicekit, report
 from edgeeff.errors import EdgeeffError
 from edgeeff.measure import Schedule, measure_in_subprocess
 
@@ -32,6 +32,22 @@ def ensure_artifacts(variant: str, weights: str, targets: list[str], out: Path, 
             done[target] = convert(variant, target, weights=weights, out=out, calibration=calib, images=images, seed=seed)
         except EdgeeffError as exc:
             done[target] = {"error": str(exc)}
+    return done
+
+
+def given_artifacts(models: list[Path], scratch: Path, preprocessing: str | None) -> dict[str, dict]:
+    """Row name -> metadata for artifacts and model files given as they are (bare files are wrapped
+    under ``scratch``; ``edgeeff.imported``). A row is named by the file, with its runner's target."""
+    from edgeeff.artifact import read_metadata, resolve_artifact
+
+    done: dict[str, dict] = {}
+    for path in models:
+        folder = resolve_artifact(path, scratch, preprocessing)
+        meta = read_metadata(folder)
+        label = Path(path).name if meta.get("imported") else f"{Path(path).name} ({meta['target']})"
+        while label in done:
+            label += "'"
+        done[label] = {**meta, "path": str(folder)}
     return done
 
 
@@ -92,7 +108,7 @@ def measure_on_device(device, artifacts: dict[str, dict], threads: int | None, b
         measure = local_measurer(device.accelerator, threads, batch, schedule, precision)
     fitted = {}
     for target, meta in artifacts.items():
-        why = None if "error" in meta else target_fits_device(get_target(target), device.accelerator)
+        why = None if "error" in meta else target_fits_device(get_target(meta.get("target", target)), device.accelerator)
         fitted[target] = {"error": why} if why else meta
     runs = measure_targets(fitted, measure, rounds, say, label)
     if remote is not None:
@@ -124,12 +140,15 @@ def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: s
     rows = []
     for target, meta in artifacts.items():
         row: dict = {"target": target, "device": device}
+        if meta.get("imported"):
+            row.update(runs_as=meta["target"], assumed=meta["imported"]["assumed"])
         if "error" in meta:
             row["error"] = meta["error"]
             rows.append(row)
             continue
         val = meta["validation"]
         row.update({
+            "weights": report.weights_text((meta.get("weights") or {}).get("label")),
             "size_mb": round(meta["size_bytes"] / 1e6, 2),
             "top1": val.get("top1_artifact"),
             "top1_fp32": val.get("top1_keras"),
@@ -199,15 +218,20 @@ def add_speedups(rows: list[dict]) -> list[dict]:
 def pareto_plot(rows: list[dict], path: str | Path, title: str) -> Path:
     """Accuracy (top-1 if measured, else agreement with fp32) against median latency, labelled,
     with the Pareto frontier drawn; written atomically."""
-    from edgeeff import report
-
     several = len({r.get("device") for r in rows}) > 1  # one frontier per device: latencies of two machines don't compete
-    points = [(r["median_ms"], r["top1"] if r.get("top1") is not None else r.get("agreement"),
-               f"{r['target']} @ {r.get('device')}" if several else r["target"], r.get("device"))
+    def label(r: dict) -> str:
+        name = f"{r['target']} @ {r.get('device')}" if several else r["target"]
+        n = r.get("validation_images")  # a share says nothing without its n: 3/3 is not "100 %"
+        if r.get("top1") is None and n:
+            name += f" ({round(r['agreement'] * n)}/{n})"
+        return name + (" [random weights]" if r.get("weights") == report.RANDOM_WEIGHTS else "")
+
+    points = [(r["median_ms"], r["top1"] if r.get("top1") is not None else r.get("agreement"), label(r), r.get("device"))
               for r in rows if r.get("median_ms") and (r.get("top1") is not None or r.get("agreement") is not None)]
     if not points:
         raise EdgeeffError("nothing to plot: no target has both a latency and an accuracy figure")
-    ylabel = "top-1 accuracy" if any(r.get("top1") is not None for r in rows) else "top-1 agreement with fp32"
+    ylabel = ("top-1 accuracy" if any(r.get("top1") is not None for r in rows)
+              else f"top-1 agreement with fp32 on {max(r.get('validation_images') or 0 for r in rows)} images")
     fig, ax = report.new_axes((7, 4.5))
     for number, (x, y, name, _) in enumerate(sorted(points)):
         ax.scatter(x, y * 100, s=30)

@@ -38,9 +38,17 @@ def quiet_tensorflow_import() -> None:
 
 
 def check_report_paths(*paths: str | None) -> None:
-    """Refuse before any work when a report (--json, --plot, ...) could not be written at the end."""
+    """Refuse before any work when a report (--json, --plot, ...) could not be written at the end;
+    ``-`` is standard output (tables then go to stderr, so the pipe carries the report alone)."""
+    from edgeeff import report
+    from edgeeff.fsio import STDOUT
+
+    if sum(1 for path in paths if path == STDOUT) > 1:
+        raise EdgeeffError("only one report can go to standard output (-)")
     for path in paths:
-        if path and not Path(path).resolve().parent.is_dir():
+        if path == STDOUT:
+            report.report_to_stdout()
+        elif path and not Path(path).resolve().parent.is_dir():
             raise EdgeeffError(f"cannot write {path}: its folder does not exist")
 
 
@@ -50,12 +58,9 @@ def fail(message: str, code: int = 2) -> None:
 
 
 class Group(click.Group):
-    """Turns project errors into one line and an exit code."""
-
-    def resolve_command(self, ctx, args):
-        if args and args[0] not in ("targets", "split", "devices", "train"):  # train imports it after checking its input
-            quiet_tensorflow_import()  # before the command imports it, so its start-up lines stay muted
-        return super().resolve_command(ctx, args)
+    """Turns project errors into one line and an exit code. Commands check their arguments first
+    and import TensorFlow (``quiet_tensorflow_import``) only once there is work to do, so a typo
+    is answered at once, not after seconds of framework start-up."""
 
     def invoke(self, ctx):
         try:
@@ -74,14 +79,20 @@ class Group(click.Group):
 
 
 def default_weights(variant) -> str:
-    """The variant's first real weights that need no network, if its architecture is the registered one."""
-    from edgeeff.variants import VARIANTS
-    from edgeeff.weights.cards import cards_for
+    """The weights a command uses when none are named (``edgeeff.weights.cards.default_weights_name``)."""
+    from edgeeff.weights.cards import default_weights_name
 
-    member = VARIANTS.get(variant.member)
-    same_shape = member is not None and (member.width, member.depth) == (variant.width, variant.depth)
-    cards = [c for c in cards_for(variant.member) if c.kind != "keras-imagenet"]
-    return cards[0].name if same_shape and cards else "none"
+    return default_weights_name(variant)
+
+
+def chosen_weights(variant, weights: str | None) -> str:
+    """``--weights`` as given, else the variant's real weights (or a refusal); checked before TensorFlow starts."""
+    if weights is None:
+        return default_weights(variant)
+    from edgeeff.api import choose_weights
+
+    choose_weights(variant, weights)  # an unknown card or one of another variant fails here, not after the model is built
+    return weights
 
 
 QUANTIZER_OPTIONS = (
@@ -149,7 +160,9 @@ def models(json_path: str | None, names: tuple[str, ...]) -> None:
     from edgeeff import catalog, report
     from edgeeff.variants import resolve
 
+    check_report_paths(json_path)
     selected = [resolve(n).name for n in names] or None
+    quiet_tensorflow_import()
     with Progress(transient=True) as progress:
         task = progress.add_task("counting", total=len(selected or catalog.VARIANTS))
         rows = catalog.model_rows(selected, progress=lambda n: progress.update(task, advance=1, description=f"building {n}"))
@@ -164,34 +177,78 @@ def models(json_path: str | None, names: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--variant", default="lite0", show_default=True, help="Variant name or phi=X.")
-@click.option("--weights", default=None, help="imagenet, a card name (lite0-pypi), a file, or none. Default: the variant's first real weights.")
+@click.option("--variant", default="lite0", show_default=True, help="Variant name or phi=X (a Keras model built here).")
+@click.option("--weights", default=None, help="imagenet, a card name (lite0-pypi), a file, or none (random). Default: the variant's real weights.")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="Run this instead of --variant: an artifact folder, or a .tflite/.onnx/.xml/.keras file.")
+@click.option("--preprocessing", default=None, help="With a bare model file: raw, imagenet, lite, inception, a card, or mean=R,G,B;std=R,G,B.")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Class names, one per line in output order (default: ImageNet's 1000).")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows as JSON.")
-def predict(images: tuple[Path, ...], variant: str, weights: str | None, top: int, json_path: str | None) -> None:
-    """Top-k ImageNet classes for IMAGES (default: the photos that ship with edgeeff)."""
-    from edgeeff import report
-    from edgeeff.api import build
-    from edgeeff.predict import predict_images
-    from edgeeff.variants import resolve
-    from edgeeff.weights.cards import cards_for
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows as JSON (- for stdout).")
+def predict(images: tuple[Path, ...], variant: str, weights: str | None, model_path: Path | None, preprocessing: str | None,
+            labels_path: str | None, top: int, json_path: str | None) -> None:
+    """Top-k classes for IMAGES (default: the photos that ship with edgeeff)."""
+    import tempfile
 
-    v = resolve(variant)
-    if weights is None:
-        cards = cards_for(v.member)
-        if not cards:
-            raise EdgeeffError(f"{v.name} has no real weights card; pass --weights PATH (or --weights none for random)")
-        weights = cards[0].name
+    from edgeeff import report
+    from edgeeff.predict import read_labels, top_k_rows
+    from edgeeff.variants import resolve
+
+    check_report_paths(json_path)
+    names = read_labels(labels_path) if labels_path else None
     paths = list(images) or bundled_images()
-    model = build(v, weights=weights)
-    rows = predict_images(model, paths, top=top)
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise EdgeeffError(f"image not found: {missing[0]}")
+    if model_path is not None:
+        from edgeeff.artifact import open_artifact, resolve_artifact
+        from edgeeff.preprocess import PreprocessCard
+
+        with tempfile.TemporaryDirectory(prefix="edgeeff-model-") as scratch:
+            folder = resolve_artifact(model_path, Path(scratch), preprocessing)
+            quiet_tensorflow_import_if_keras(folder)
+            meta, runner = open_artifact(folder)
+            rows = top_k_rows(runner.predict, paths, meta["preprocessing"]["resolution"], PreprocessCard.from_dict(meta["preprocessing"]),
+                              top, names)
+        title, extra = f"{model_path} ({meta['target']}{assumed_text(meta)})", {"model": str(model_path), "target": meta["target"]}
+    else:
+        if preprocessing is not None:
+            raise EdgeeffError("--preprocessing is for a bare model file given with --model")
+        v = resolve(variant)
+        weights = chosen_weights(v, weights)
+        quiet_tensorflow_import()
+        from edgeeff.api import build
+
+        model = build(v, weights=weights)
+        if names:
+            import dataclasses
+
+            model.edgeeff_weights = dataclasses.replace(model.edgeeff_weights, classes=names)
+        from edgeeff.predict import predict_images
+
+        rows = predict_images(model, paths, top=top)
+        label = report.weights_text(model.edgeeff_weights.label)
+        title, extra = f"{v.name} with {label}" + ("" if label == report.RANDOM_WEIGHTS else " weights"), {"variant": v.name, "weights": label}
     report.print_table(
         rows,
         [("file", "image"), ("rank", "#"), ("synset", "synset"), ("name", "class"), ("probability", "probability")],
-        title=f"{v.name} with {model.edgeeff_weights.label} weights",
+        title=title,
     )
     if json_path:
-        report.write_json(json_path, rows, variant=v.name, weights=model.edgeeff_weights.label)
+        report.write_json(json_path, rows, **extra)
+
+
+def quiet_tensorflow_import_if_keras(folder: Path) -> None:
+    """A .keras model runs under TensorFlow: start it muted, as the commands that build models do."""
+    if (folder / "edgeeff.json").is_file() and json.loads((folder / "edgeeff.json").read_text()).get("backend") == "keras":
+        quiet_tensorflow_import()
+
+
+def assumed_text(meta: dict) -> str:
+    """What an imported model file's row had to assume, for a table title."""
+    assumed = (meta.get("imported") or {}).get("assumed") or []
+    return f"; assumed: {'; '.join(assumed)}" if assumed else ""
 
 
 @main.command()
@@ -201,12 +258,14 @@ def targets(json_path: str | None) -> None:
     from edgeeff import report
     from edgeeff.targets.base import TARGETS
 
+    check_report_paths(json_path)
+    convert_options = {param.name for param in convert.params}  # the options a user can pass, from convert itself
     rows = []
     for spec in TARGETS.values():
         missing, tools = spec.missing(), spec.missing_tools()
         rows.append({
             "target": spec.name, "backend": spec.backend, "precision": spec.precision,
-            "options": ", ".join("--" + o.replace("_", "-") for o in spec.options) or "-",
+            "options": ", ".join("--" + o.replace("_", "-") for o in spec.options if o in convert_options) or "-",
             "installed": not missing and not tools,
             "install": f'pip install "edgeeff[{spec.extra}]"' if missing else (f"{tools[0][0]}: {tools[0][1]}" if tools else "-"),
             "runs_on": spec.accelerator or "cpu/gpu",
@@ -222,22 +281,66 @@ def devices() -> None:
     """Devices a bench can run on: this machine's CPU/GPU and boards reached over SSH (devices.toml)."""
 
 
-@devices.command(name="list")
-@click.option("--devices-file", type=click.Path(dir_okay=False), default=None, help="Devices TOML (default: ~/.config/edgeeff/devices.toml).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows as JSON.")
-def devices_list(devices_file: str | None, json_path: str | None) -> None:
-    """Every device: name, where it is, the Python it uses, its accelerator."""
-    from edgeeff import report
-    from edgeeff.devices import default_devices_file, load_devices
+DEVICES_FILE_OPTION = click.option("--devices-file", type=click.Path(dir_okay=False), default=None,
+                                   help="Devices TOML (default: $EDGEEFF_DEVICES, else ~/.config/edgeeff/devices.toml).")
 
+
+@devices.command(name="list")
+@DEVICES_FILE_OPTION
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows as JSON (- for stdout).")
+def devices_list(devices_file: str | None, json_path: str | None) -> None:
+    """Every device: name, where it is, the Python it uses, its accelerator (gpu only where one is usable)."""
+    from edgeeff import report
+    from edgeeff.devices import default_devices_file, load_devices, usable_local_devices
+
+    check_report_paths(json_path)
+    path = Path(devices_file).expanduser() if devices_file else default_devices_file()
+    local = {d.name for d in usable_local_devices()}
     rows = [{"device": d.name, "where": d.address if d.remote else "local", "python": d.python if d.remote else sys.executable,
              "accelerator": d.accelerator, "runtime": d.runtime or "-", "description": d.description}
-            for d in load_devices(devices_file).values()]
+            for d in load_devices(devices_file).values() if d.remote or d.name in local]
     report.print_table(rows, [("device", "device"), ("where", "where"), ("accelerator", "accelerator"), ("python", "python"),
-                              ("runtime", "TFLite runtime")],
-                       title=f"Devices (file: {devices_file or default_devices_file()})")
+                              ("runtime", "TFLite runtime")], title="Devices")
+    report.echo(f"devices file: {path}" + ("" if path.is_file() else
+                " (does not exist yet: add a board with `edgeeff devices add NAME --host HOST --user USER`)"))
     if json_path:
-        report.write_json(json_path, rows)
+        report.write_json(json_path, rows, devices_file=str(path), devices_file_exists=path.is_file())
+
+
+@devices.command(name="add")
+@click.argument("name")
+@click.option("--host", required=True, help="Address or ~/.ssh/config alias of the board.")
+@click.option("--user", default=None, help="SSH user (default: ssh's own choice).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="SSH port (default 22).")
+@click.option("--identity", default=None, help="Private key file (default: ssh's keys and agent).")
+@click.option("--known-hosts", default=None, help="known_hosts file (default: ssh's own).")
+@click.option("--python", "python_path", default=None, help="Python on the board, ideally a venv's (default python3).")
+@click.option("--runtime", default=None, help="Preferred TFLite runtime there: ai-edge-litert or tflite-runtime.")
+@click.option("--accelerator", default=None, help="cpu (default), edgetpu, gpu, npu, cuda, ...")
+@click.option("--workdir", default=None, help="Cache folder on the board (default .cache/edgeeff in the login directory).")
+@click.option("--description", default=None, help="A line shown by `devices list`.")
+@click.option("--replace", is_flag=True, help="Overwrite an entry of the same name.")
+@DEVICES_FILE_OPTION
+def devices_add(name, host, user, port, identity, known_hosts, python_path, runtime, accelerator, workdir, description, replace,
+                devices_file) -> None:
+    """Add a board reached over SSH to the devices file (validated, written atomically; other entries kept)."""
+    from edgeeff.devices import add_device
+
+    settings = {"host": host, "user": user, "port": port, "identity": identity, "known_hosts": known_hosts, "python": python_path,
+                "runtime": runtime, "accelerator": accelerator, "workdir": workdir, "description": description}
+    path = add_device(name, settings, devices_file, replace)
+    click.echo(f"added {name} to {path}; check it with: edgeeff devices check {name}"
+               + (f" --devices-file {devices_file}" if devices_file else ""))
+
+
+@devices.command(name="remove")
+@click.argument("name")
+@DEVICES_FILE_OPTION
+def devices_remove(name: str, devices_file: str | None) -> None:
+    """Remove a board from the devices file (written atomically)."""
+    from edgeeff.devices import remove_device
+
+    click.echo(f"removed {name} from {remove_device(name, devices_file)}")
 
 
 @devices.command(name="check")
@@ -250,6 +353,7 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
     from edgeeff import devicekit, report
     from edgeeff.devices import get_device
 
+    check_report_paths(json_path)
     device = get_device(name, devices_file)
     device.check()
     if device.remote:
@@ -304,10 +408,17 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
     from edgeeff.convert import convert as run_convert
     from edgeeff.variants import resolve
 
+    from edgeeff.targets.base import check_options, get_target
+
     console = Console(stderr=True)
-    if weights is None:
-        weights = default_weights(resolve(variant))
+    check_report_paths(json_path)
+    v = resolve(variant)
+    spec = get_target(target)
     options = chosen_options(quantizer)
+    check_options(spec, options)
+    for what, path in (("--calibration", calibration), ("--images", images)):
+        if path is not None and not Path(path).exists():
+            raise EdgeeffError(f"{what} {path} does not exist")
     if float_blocks:
         options["float_blocks"] = [b.strip() for b in float_blocks.split(",") if b.strip()]
     budgeted = max_drop is not None or min_agreement is not None
@@ -319,6 +430,8 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
         raise EdgeeffError("--max-drop/--min-agreement need --images: the evaluation images the budget is measured on")
     if max_drop is not None and max_drop < 0:
         raise EdgeeffError("--max-drop must be >= 0 (top-1 points)")
+    weights = chosen_weights(v, weights)
+    quiet_tensorflow_import()
     with step_progress(console) as say:
         if budgeted:
             from edgeeff import sensitivity as sens
@@ -346,11 +459,14 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
     if meta.get("calibration"):
         for warning in meta["calibration"].get("warnings", []):
             console.print(f"[yellow]warning:[/] {warning}")
+    if meta["weights"]["label"] == "none":
+        console.print("[yellow]warning:[/] random weights (--weights none): this model is untrained; its agreement with Keras "
+                      "says the conversion is faithful, not that it classifies anything")
     from edgeeff import report
 
     val = meta["validation"]
     row = {
-        "target": meta["target"], "variant": meta["variant"], "weights": meta["weights"]["label"],
+        "target": meta["target"], "variant": meta["variant"], "weights": report.weights_text(meta["weights"]["label"]),
         "size_mb": round(meta["size_bytes"] / 1e6, 2), "seconds": meta["conversion_seconds"],
         "images": val["images"], "agreement": val["top1_agreement"], "cosine": val["mean_cosine"],
         "max_rel_diff": val["max_rel_diff"], "reused": bool(meta.get("reused")),
@@ -360,11 +476,10 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
               ("seconds", "conversion (s)"), ("fully_integer", "full integer"), ("images", "validation images"),
               ("agreement", "top-1 agreement with Keras"), ("cosine", "mean cosine of logits"),
               ("max_rel_diff", "max relative logit difference"), ("reused", "reused existing artifact")]
-    shown = dict(row, agreement=f"{round(row['agreement'] * row['images'])}/{row['images']} ({row['agreement']:.1%})")
-    summary = [{"field": label, "value": shown[key]} for key, label in labels if shown.get(key) is not None]
+    summary = [{"field": label, "value": report.fmt(row[key], key, row)} for key, label in labels if row.get(key) is not None]
     for key, label in (("top1_keras", "top-1 Keras"), ("top1_artifact", "top-1 artifact")):
         if key in val:
-            summary.append({"field": label, "value": val[key]})
+            summary.append({"field": label, "value": report.fmt(val[key], key)})
     report.print_table(summary, [("field", "field"), ("value", "value")], title="Validation against the Keras model")
     if meta.get("budget"):
         b = meta["budget"]
@@ -390,7 +505,7 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
         share = f"{b['speedup_kept']:.0%}" if b.get("speedup_kept") else "-"
         click.echo(f"kept in float: {kept}{drop}; speedup over fp32 {report.fmt(b.get('speedup_budgeted'))} "
                    f"(plain int8 {report.fmt(b.get('speedup_plain_int8'))}, {share} of it kept)")
-    click.echo(f"artifact: {row['path']}")
+    report.echo(f"artifact: {row['path']}")
     if json_path:
         report.write_json(json_path, [row], metadata=meta)
 
@@ -419,10 +534,14 @@ def sensitivity(variant, weights, target, images, calibration, calibration_count
     from edgeeff.api import build
     from edgeeff.variants import resolve
 
+    from edgeeff.targets.base import check_options, get_target
+
     v = resolve(variant)
-    weights = weights or default_weights(v)
     check_report_paths(json_path, plot_path)
     options = chosen_options(quantizer)
+    check_options(get_target(target), options)
+    weights = chosen_weights(v, weights)
+    quiet_tensorflow_import()
     model = build(v, weights=weights, classifier_activation=None)
     units = blockmap.check_units(model, blocks.split(",")) if blocks else blockmap.units(model)
     del model
@@ -467,7 +586,8 @@ def calibrate_sweep(variant, weights, target, calibration, images, counts, metho
     from edgeeff.variants import resolve
 
     v = resolve(variant)
-    weights = weights or default_weights(v)
+    check_report_paths(json_path, plot_path)
+    weights = chosen_weights(v, weights)
     pool = list_samples(calibration)
     sizes = []
     for part in counts.split(","):
@@ -480,7 +600,7 @@ def calibrate_sweep(variant, weights, target, calibration, images, counts, metho
             raise EdgeeffError(f"--counts takes positive numbers or 'all', got {part!r}")
     sizes = sorted(set(sizes))
     chosen = sweep.methods_for(target, [m.strip() for m in methods.split(",")] if methods else None)
-    check_report_paths(json_path, plot_path)
+    quiet_tensorflow_import()
     console = Console(stderr=True)
     check = sweep.preprocessing_check(v.name, weights, pool)
     verdict = "identical" if check["identical"] else f"DIFFERENT (max |logit diff| {check['max_abs_logit_diff']:.3g})"
@@ -506,123 +626,151 @@ def calibrate_sweep(variant, weights, target, calibration, images, counts, metho
 @main.command(name="eval")
 @click.argument("artifact", required=False, type=click.Path(path_type=Path))
 @click.option("--variant", default=None, help="Evaluate this Keras variant instead of an artifact.")
-@click.option("--weights", default=None, help="With --variant: weights (default: the variant's first real weights).")
+@click.option("--weights", default=None, help="With --variant: weights (default: the variant's real weights; none for random).")
 @click.option("--images", type=click.Path(), default=None,
               help="Labelled images: a folder (synset in the file name) or a label<TAB>path list. Default: the embedded photos (no labels: agreement only).")
 @click.option("--reference", type=click.Choice(["keras", "none"]), default="keras", show_default=True,
-              help="What an artifact is compared with: the Keras fp32 model of the same variant and weights.")
+              help="What an artifact is compared with: the Keras fp32 model of the same variant and weights (none for a bare model file).")
+@click.option("--preprocessing", default=None, help="With a bare model file: raw, imagenet, lite, inception, a card, or mean=R,G,B;std=R,G,B.")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Class names, one per line in output order, for the disagreements list (default: ImageNet's).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images.")
 @click.option("--batch", type=click.IntRange(1, 1024), default=32, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="Runtime threads (default: all cores).")
 @click.option("--show", type=click.IntRange(0), default=10, show_default=True, help="Disagreements to list.")
 @click.option("--device", "device_name", default="cpu", show_default=True,
-              help="Where the artifact runs: cpu, gpu or a device from the devices file (images are preprocessed here and sent in batches).")
+              help="Where the artifact runs: cpu, gpu, a device from the devices file, or ssh://user@host[:port] "
+                   "(images are preprocessed here and sent in batches).")
 @click.option("--devices-file", type=click.Path(dir_okay=False), default=None, help="Devices TOML (default: ~/.config/edgeeff/devices.toml).")
 @click.option("--accept-new-host-key", is_flag=True, help="Let ssh record the host key of a device it has never seen.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
-def evaluate(artifact, variant, weights, images, reference, limit, batch, threads, show, device_name, devices_file, accept_new_host_key,
-             json_path) -> None:
-    """Top-1/top-5 of an artifact (or a Keras variant), and its agreement with the fp32 reference."""
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results as JSON (- for stdout).")
+def evaluate(artifact, variant, weights, images, reference, preprocessing, labels_path, limit, batch, threads, show, device_name,
+             devices_file, accept_new_host_key, json_path) -> None:
+    """Top-1/top-5 of an artifact, a model file (.tflite/.onnx/.xml/.keras) or a Keras variant, and its agreement with fp32."""
+    import tempfile
+
     from rich.console import Console
     from rich.progress import Progress
 
     from edgeeff import report
     from edgeeff.data import Sample, bundled_photos, list_samples
+    from edgeeff.devices import get_device
     from edgeeff.evaluate import score_pair
     from edgeeff.labels import imagenet_classes
+    from edgeeff.predict import read_labels
     from edgeeff.preprocess import PreprocessCard
 
-    from edgeeff.devices import get_device
-
     if (artifact is None) == (variant is None):
-        raise EdgeeffError("give an artifact folder or --variant (one of them)")
+        raise EdgeeffError("give an artifact folder, a model file or --variant (one of them)")
+    check_report_paths(json_path)
     device = get_device(device_name, devices_file)
     device.check()
     if variant is not None and device.name != "cpu":
         raise EdgeeffError("--device applies to converted artifacts; a Keras --variant runs here")
-    runner = None
-    if artifact is not None:
-        from edgeeff.artifact import open_artifact, read_metadata, reference_model
-
-        if device.remote:
-            from edgeeff.remote import RemoteRunner, SSHDevice
-
-            meta = read_metadata(artifact)
-            runner = RemoteRunner(SSHDevice(device, accept_new_host_key), Path(artifact), meta, threads)
-        else:
-            meta, runner = open_artifact(artifact, threads, device=device.accelerator)
-        name = f"{meta['variant']} {meta['target']}" + (f" on {device.name}" if device.name != "cpu" else "")
-        predict = runner.predict
-        resolution, card = meta["preprocessing"]["resolution"], PreprocessCard.from_dict(meta["preprocessing"])
-        ref_model = reference_model(meta) if reference == "keras" else None
-    else:
-        from edgeeff.api import build
-        from edgeeff.variants import resolve
-
-        v = resolve(variant)
-        model = build(v, weights=weights or default_weights(v), classifier_activation=None)
-        name = f"{v.name} keras ({model.edgeeff_weights.label})"
-        predict = lambda x: model.predict(x, verbose=0)  # noqa: E731
-        resolution, card, ref_model = v.resolution, model.edgeeff_weights.preprocessing, None
+    if variant is not None and preprocessing is not None:
+        raise EdgeeffError("--preprocessing is for a bare model file; a --variant brings its weights' own card")
+    names = read_labels(labels_path) if labels_path else None
     samples = list_samples(images) if images is not None else [Sample(p, None) for p in bundled_photos()]
     samples = samples[:limit] if limit else samples
-    ref = (lambda x: ref_model.predict(x, verbose=0)) if ref_model is not None else None
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(f"evaluating {name}", total=len(samples))
-        try:
+    source = {"images": str(Path(images).resolve()) if images is not None else "embedded photos (edgeeff/assets/photos)",
+              "image_count": len(samples)}
+    runner, scratch = None, tempfile.TemporaryDirectory(prefix="edgeeff-model-")
+    try:
+        if artifact is not None:
+            from edgeeff.artifact import read_metadata, reference_model, resolve_artifact
+            from edgeeff.fsio import sha256_of
+
+            folder = resolve_artifact(artifact, Path(scratch.name), preprocessing)
+            meta = read_metadata(folder)
+            quiet_tensorflow_import()
+            runner = device.runner(folder, meta, threads, accept_new_host_key)
+            name = f"{meta['variant'] or Path(artifact).name} {meta['target']}" + (f" on {device.name}" if device.name != "cpu" else "")
+            predict = runner.predict
+            resolution, card = meta["preprocessing"]["resolution"], PreprocessCard.from_dict(meta["preprocessing"])
+            ref_model = reference_model(meta) if reference == "keras" else None
+            model_file = folder / meta["artifact"]
+            source.update(artifact=str(Path(artifact).resolve()), artifact_sha256=sha256_of(model_file), target=meta["target"],
+                          weights=report.weights_text(meta["weights"]["label"]),
+                          assumed=(meta.get("imported") or {}).get("assumed", []))
+        else:
+            from edgeeff.variants import resolve
+
+            v = resolve(variant)
+            weights = chosen_weights(v, weights)
+            quiet_tensorflow_import()
+            from edgeeff.api import build
+
+            model = build(v, weights=weights, classifier_activation=None)
+            name = f"{v.name} keras ({report.weights_text(model.edgeeff_weights.label)})"
+            predict = lambda x: model.predict(x, verbose=0)  # noqa: E731
+            resolution, card, ref_model = v.resolution, model.edgeeff_weights.preprocessing, None
+            source.update(variant=v.name, weights=report.weights_text(model.edgeeff_weights.label))
+        ref = (lambda x: ref_model.predict(x, verbose=0)) if ref_model is not None else None
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"evaluating {name}", total=len(samples))
             result = score_pair(predict, ref, samples, resolution, card, batch, progress=lambda n: bar.update(task, advance=n))
-        finally:
-            if hasattr(runner, "close"):
-                runner.close()
+    finally:
+        if hasattr(runner, "close"):
+            runner.close()
+        scratch.cleanup()
     row = {"model": name, "images": result["images"], "unreadable": result["unreadable"]}
-    for key in ("top1", "top5", "reference_top1", "top1_agreement", "mean_cosine", "mean_kl"):
+    for key in ("top1", "top1_ci95", "top5", "reference_top1", "top1_agreement", "mean_cosine", "mean_kl"):
         if key in result:
-            row[key] = result[key]
-    if "top1_ci95" in result:
-        row["top1_ci95"] = "[{:.1%}, {:.1%}]".format(*result["top1_ci95"])
+            row[key] = [float(v) for v in result[key]] if key == "top1_ci95" else result[key]
     columns = [(k, h) for k, h in (("model", "model"), ("images", "images"), ("top1", "top-1"), ("top1_ci95", "top-1 95% CI"),
                                    ("top5", "top-5"), ("reference_top1", "fp32 top-1"), ("top1_agreement", "agreement"),
                                    ("mean_cosine", "cosine"), ("mean_kl", "KL"), ("unreadable", "unreadable")) if k in row]
-    report.print_table([row], columns, title="Accuracy")
-    classes = imagenet_classes()
+    report.print_table([row], columns, title="Accuracy" + (f" (assumed: {'; '.join(source['assumed'])})" if source.get("assumed") else ""))
+    classes = [("-", n) for n in names] if names else imagenet_classes()
     dis = result.get("disagreements", [])
     if dis and show:
-        rows = [{"file": d["file"], "artifact": classes[d["artifact"]][1], "reference": classes[d["reference"]][1]} for d in dis[:show]]
+        def class_name(index: int) -> str:
+            return classes[index][1] if index < len(classes) else str(index)
+
+        rows = [{"file": d["file"], "artifact": class_name(d["artifact"]), "reference": class_name(d["reference"])} for d in dis[:show]]
         report.print_table(rows, [("file", "image"), ("artifact", "artifact says"), ("reference", "fp32 says")],
                            title=f"{len(dis)} disagreement(s) with the fp32 reference" + (f" (first {show})" if len(dis) > show else ""))
     if json_path:
         per_image = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}
-        report.write_json(json_path, [row], details=per_image, runner=runner.describe() if runner is not None else None)
+        report.write_json(json_path, [row], inputs=source, details=per_image, runner=runner.describe() if runner is not None else None)
 
 
 @main.command()
-@click.option("--variant", default="lite0", show_default=True, help="Variant name or phi=X.")
-@click.option("--weights", default=None, help="Default: the variant's first real weights, else none.")
+@click.argument("models", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--variant", default="lite0", show_default=True, help="Variant name or phi=X (converted to each target, reused when identical).")
+@click.option("--weights", default=None, help="Default: the variant's real weights; none for random.")
 @click.option("--targets", "target_names", default="all", show_default=True, help="Comma-separated targets, or all.")
+@click.option("--preprocessing", default=None, help="With bare model files: raw, imagenet, lite, inception, a card, or mean=R,G,B;std=R,G,B.")
 @click.option("--device", "device_name", default="cpu", show_default=True,
-              help="cpu, gpu, or a device from the devices file (`edgeeff devices list`); several, comma-separated, run concurrently.")
+              help="cpu, gpu, a device from the devices file (`edgeeff devices list`), or ssh://user@host[:port]; "
+                   "several, comma-separated, run concurrently.")
 @click.option("--devices-file", type=click.Path(dir_okay=False), default=None, help="Devices TOML (default: ~/.config/edgeeff/devices.toml).")
 @click.option("--accept-new-host-key", is_flag=True, help="Let ssh record the host key of a device it has never seen (never a changed one).")
 @click.option("--images", type=click.Path(), default=None, help="Labelled images for top-1 and agreement (validation set).")
 @click.option("--calibration", type=click.Path(), default=None, help="Calibration images for int8 targets (default: embedded photos).")
 @click.option("--out", type=click.Path(file_okay=False), default="edgeeff-out", show_default=True, help="Artifact folder (reused).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="Runtime threads (default: all cores).")
-@click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True)
+@click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True, help="Images per inference.")
 @click.option("--rounds", type=click.IntRange(1, 100), default=3, show_default=True, help="Interleaved rounds (fresh process each).")
-@click.option("--warmup-runs", type=click.IntRange(0), default=10, show_default=True)
-@click.option("--warmup-seconds", type=float, default=1.0, show_default=True)
-@click.option("--min-runs", type=click.IntRange(1), default=50, show_default=True)
-@click.option("--min-seconds", type=float, default=3.0, show_default=True)
+@click.option("--warmup-runs", type=click.IntRange(0), default=10, show_default=True, help="Untimed inferences after loading, at least.")
+@click.option("--warmup-seconds", type=float, default=1.0, show_default=True, help="Untimed warm-up time, at least.")
+@click.option("--min-runs", type=click.IntRange(1), default=50, show_default=True, help="Timed inferences per process, at least.")
+@click.option("--min-seconds", type=float, default=3.0, show_default=True, help="Timed seconds per process, at least.")
 @click.option("--openvino-precision", type=click.Choice(["f32", "default"]), default="f32", show_default=True,
               help="OpenVINO INFERENCE_PRECISION_HINT: f32, or the plugin's default (bf16 on CPUs that have it).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Rows as JSON.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration choice and the timed random input.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Rows as JSON (- for stdout).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Rows as CSV.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Rows as a Markdown table.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Accuracy vs latency (Pareto) PNG.")
-def bench(variant, weights, target_names, device_name, devices_file, accept_new_host_key, images, calibration, out, threads, batch, rounds, warmup_runs, warmup_seconds,
-          min_runs, min_seconds, openvino_precision, seed, json_path, csv_path, markdown_path, plot_path) -> None:
-    """Latency, init time, memory and size of every target, measured side by side in fresh processes."""
+@click.pass_context
+def bench(ctx, models, variant, weights, target_names, preprocessing, device_name, devices_file, accept_new_host_key, images, calibration,
+          out, threads, batch, rounds, warmup_runs, warmup_seconds, min_runs, min_seconds, openvino_precision, seed, json_path, csv_path,
+          markdown_path, plot_path) -> None:
+    """Latency, init time, memory and size of every target (or of MODELS: artifact folders, .tflite/.onnx/.xml/.keras
+    files), measured side by side in fresh processes."""
+    import tempfile
+
     from rich.console import Console
 
     from edgeeff import bench as bench_lib
@@ -637,27 +785,48 @@ def bench(variant, weights, target_names, device_name, devices_file, accept_new_
         raise EdgeeffError("--device needs distinct device names, e.g. --device rpi or --device rpi,gateway")
     for device in devices:
         device.check()
-    if target_names.strip().lower() == "all":  # every target some chosen device can run
-        names = [t for t, spec in TARGETS.items() if any(bench_lib.target_fits_device(spec, d.accelerator) is None for d in devices)]
-    else:
-        names = [get_target(t).name for t in target_names.split(",") if t.strip()]
     if warmup_seconds < 0 or min_seconds < 0:
         raise EdgeeffError("--warmup-seconds and --min-seconds must be >= 0")
     check_report_paths(json_path, csv_path, markdown_path, plot_path)
-    v = resolve(variant)
-    weights = weights or default_weights(v)
+    if models:
+        given = [name for name in ("variant", "weights", "target_names", "images", "calibration")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            flag = {"target_names": "targets"}.get(given[0], given[0])
+            raise EdgeeffError(f"--{flag} chooses what to convert; with MODELS given, bench measures those files as they are")
+    else:
+        if preprocessing is not None:
+            raise EdgeeffError("--preprocessing is for bare model files given as MODELS")
+        v = resolve(variant)
+        if target_names.strip().lower() == "all":  # every target some chosen device can run
+            names = [t for t, spec in TARGETS.items() if any(bench_lib.target_fits_device(spec, d.accelerator) is None for d in devices)]
+        else:
+            names = [get_target(t).name for t in target_names.split(",") if t.strip()]
+        for what, path in (("--calibration", calibration), ("--images", images)):
+            if path is not None and not Path(path).exists():
+                raise EdgeeffError(f"{what} {path} does not exist")
+        weights = chosen_weights(v, weights)
     console = Console(stderr=True)
     schedule = Schedule(warmup_runs, warmup_seconds, min_runs, min_seconds)
     precision = None if openvino_precision == "default" else openvino_precision
-    with step_progress(console) as say:
-        artifacts = bench_lib.ensure_artifacts(v.name, weights, names, Path(out), images, calibration, seed, say)
+    with step_progress(console) as say, tempfile.TemporaryDirectory(prefix="edgeeff-models-") as scratch:
+        if models:
+            say("reading the model files")
+            artifacts = bench_lib.given_artifacts(models, Path(scratch), preprocessing)
+            subject = ", ".join(str(m) for m in models)
+        else:
+            say("starting TensorFlow")
+            quiet_tensorflow_import()
+            artifacts = bench_lib.ensure_artifacts(v.name, weights, names, Path(out), images, calibration, seed, say)
+            subject = f"{v.name} ({report.weights_text(weights)})"
         results = bench_lib.measure_on_devices(devices, artifacts, threads, batch, rounds, schedule, precision, say,
                                                accept_new_host_key=accept_new_host_key)
-    rows = [row for device_rows, _ in results.values() for row in device_rows]
-    infos = {name: info for name, (_, info) in results.items()}
-    unreachable = [info["error"] for info in infos.values() if "error" in info]
-    if len(unreachable) == len(devices) and any(d.remote for d in devices):
-        raise EdgeeffError(unreachable[0] if len(unreachable) == 1 else "; ".join(unreachable))
+        say("writing the reports")
+        rows = [row for device_rows, _ in results.values() for row in device_rows]
+        infos = {name: info for name, (_, info) in results.items()}
+        unreachable = [info["error"] for info in infos.values() if "error" in info]
+        if len(unreachable) == len(devices):  # no device answered: nothing was measured
+            raise EdgeeffError(unreachable[0] if len(unreachable) == 1 else "; ".join(unreachable))
     columns = [("device", "device"), ("target", "target"), ("top1", "top-1"), ("agreement", "agreement"), ("size_mb", "MB"),
                ("init_ms", "init ms"), ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("speedup_vs_fp32", "x fp32"),
                ("executed_on", "ran on"), ("executed_precision", "ran as"), ("error", "error")]
@@ -666,7 +835,7 @@ def bench(variant, weights, target_names, device_name, devices_file, accept_new_
         columns = [c for c in columns if c[0] != "device"]
     where = ", ".join(d.name + (f" ({infos[d.name].get('cpu')}, {infos[d.name].get('machine')})" if d.remote and "cpu" in infos[d.name] else "")
                       for d in devices)
-    title = f"{v.name} ({weights}) on {where}, batch {batch}, {rounds} interleaved rounds"
+    title = f"{subject} on {where}, batch {batch}, {rounds} interleaved rounds"
     report.print_table(rows, columns, title=title)
     for name, info in infos.items():
         if "uploaded_bytes" in info:
@@ -675,7 +844,12 @@ def bench(variant, weights, target_names, device_name, devices_file, accept_new_
         if "error" in row:
             click.echo(f"edgeeff: {row['target']} on {row['device']}: {row['error']}", err=True)
     if json_path:
-        report.write_json(json_path, rows, variant=v.name, weights=weights, devices=infos, schedule=schedule.__dict__)
+        inputs = ({"models": [{"path": str(Path(m).resolve()), "sha256": artifacts[label].get("imported", {}).get("sha256")
+                               or artifacts[label].get("files", {}).get(artifacts[label].get("artifact"), {}).get("sha256")}
+                              for m, label in zip(models, artifacts)]} if models else
+                  {"variant": v.name, "weights": report.weights_text(weights), "targets": names,
+                   "images": str(Path(images).resolve()) if images else "embedded photos", "calibration": calibration or "embedded photos"})
+        report.write_json(json_path, rows, inputs=inputs, devices=infos, schedule=schedule.__dict__)
     if csv_path:
         fsio.write_text(csv_path, report.to_csv(rows))
     if markdown_path:
@@ -700,8 +874,10 @@ def check(config_path: Path | None, update_baseline: bool, json_path: str | None
 
     if config_path is None:
         config_path = Path("edgeeff.toml") if Path("edgeeff.toml").is_file() else Path("pyproject.toml")
+    check_report_paths(json_path, markdown_path)
     config = gate.load_config(config_path)
     baseline = None if update_baseline else gate.read_baseline(config.baseline)
+    quiet_tensorflow_import()
     console = Console(stderr=True)
     with step_progress(console) as say:
         result = gate.run_gate(config, baseline, progress=say)

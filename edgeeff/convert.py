@@ -12,7 +12,6 @@ import importlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -240,7 +239,7 @@ def convert(
             pass
 
     module = spec.module()
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".staging", dir=out_root))
+    staging = fsio.make_staging_dir(f".{dest.name}.", ".staging", out_root)
     try:
         start = time.perf_counter()
         saved_model = None
@@ -293,6 +292,7 @@ def convert(
                 f"{spec.name} failed validation ({'; '.join(figures['failures'])}); nothing was published", figures["failures"]
             )
         fsio.write_text(staging / "edgeeff.json", json.dumps(meta, indent=2, default=str) + "\n")
+        fsio.give_umask_mode(staging)  # exporters write some files through mkstemp too (0600)
         _publish(staging, dest)
         meta["path"] = str(dest)
         return meta

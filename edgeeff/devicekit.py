@@ -267,6 +267,36 @@ class ArrayRunner(abc.ABC):
         """Runtime, where the work really ran, input and output."""
 
 
+class AdaptedInput(ArrayRunner):
+    """A model that does not take edgeeff's input (NHWC RGB pixels in 0-255, normalised inside the
+    graph), run behind one: the pixels are normalised with the given mean/std and, for a
+    channels-first model, transposed, before the model's own ``prepare`` (outside any timed region)."""
+
+    def __init__(self, inner: ArrayRunner, mean=None, std=None, layout: str = "NHWC") -> None:
+        self.inner, self.layout = inner, layout
+        self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
+        self.std = None if std is None else np.asarray(std, dtype=np.float32)
+
+    def prepare(self, batch):
+        x = np.asarray(batch, dtype=np.float32)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        if self.layout == "NCHW":
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return self.inner.prepare(x)
+
+    def invoke(self, prepared):
+        return self.inner.invoke(prepared)
+
+    def finish(self, raw):
+        return self.inner.finish(raw)
+
+    def describe(self) -> dict:
+        adapter = {"layout": self.layout, "mean": None if self.mean is None else self.mean.tolist(),
+                   "std": None if self.std is None else self.std.tolist()}
+        return {**self.inner.describe(), "input_adapter": adapter}
+
+
 RUNTIME_PIP = {"tflite": "ai-edge-litert", "onnx": "onnxruntime", "openvino": "openvino", "keras": "tensorflow keras"}
 TFLITE_RUNTIMES = {"ai-edge-litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter"}
 
@@ -609,11 +639,18 @@ class KerasRunner(ArrayRunner):
 
 
 def load_runner(backend: str, path: str | Path, threads: int | None = None, accelerator: str = "cpu", precision: str | None = "f32",
-                prefer: str | None = None, batch: int = 1) -> ArrayRunner:
+                prefer: str | None = None, batch: int = 1, adapt: dict | None = None) -> ArrayRunner:
     """The one way a model file becomes a runner, here or on a device. ``precision`` is OpenVINO's
-    INFERENCE_PRECISION_HINT ("f32" so fp32 means fp32; None for the plugin's own choice)."""
+    INFERENCE_PRECISION_HINT ("f32" so fp32 means fp32; None for the plugin's own choice). ``adapt``
+    (mean, std, layout) wraps a model that takes other input than edgeeff's (:class:`AdaptedInput`)."""
     if np is None:
         raise RunnerError(f"numpy is missing: pip install numpy {RUNTIME_PIP.get(backend, '')}".rstrip())
+    runner = _load_runner(backend, path, threads, accelerator, precision, prefer, batch)
+    return AdaptedInput(runner, **adapt) if adapt else runner
+
+
+def _load_runner(backend: str, path: str | Path, threads: int | None, accelerator: str, precision: str | None, prefer: str | None,
+                 batch: int) -> ArrayRunner:
     setting = accelerator_setting(accelerator, backend)
     if backend == "tflite":
         return TFLiteRunner(path, threads, delegate=setting, prefer=prefer)
@@ -635,11 +672,11 @@ def random_pixels(resolution: int, batch: int = 1, seed: int = 0) -> np.ndarray:
 
 def measure(backend: str, path: str | Path, resolution: int, threads: int | None = None, batch: int = 1,
             schedule: Schedule = Schedule(), seed: int = 0, accelerator: str = "cpu", precision: str | None = "f32",
-            prefer: str | None = None) -> dict:
+            prefer: str | None = None, adapt: dict | None = None) -> dict:
     """Load, time the first inference, then :func:`time_invocations` on a prepared random input."""
     rss_before = peak_rss_mb()
     t0 = time.perf_counter_ns()
-    runner = load_runner(backend, path, threads, accelerator, precision, prefer, batch)
+    runner = load_runner(backend, path, threads, accelerator, precision, prefer, batch, adapt)
     init_ms = (time.perf_counter_ns() - t0) / 1e6
     pixels = random_pixels(resolution, batch, seed)
     prepared = runner.prepare(pixels)  # outside the timed region
@@ -775,12 +812,12 @@ def _script(argv: list[str]) -> int:
         if argv[0] == "measure":
             row = measure(job["backend"], job["path"], job["resolution"], job.get("threads"), job.get("batch", 1),
                           Schedule(**job.get("schedule", {})), job.get("seed", 0), job.get("accelerator", "cpu"),
-                          job.get("precision", "f32"), job.get("prefer"))
+                          job.get("precision", "f32"), job.get("prefer"), job.get("adapt"))
             print(json.dumps(row), flush=True)
             return 0
         if argv[0] == "predict":
             runner = load_runner(job["backend"], job["path"], job.get("threads"), job.get("accelerator", "cpu"),
-                                 job.get("precision", "f32"), job.get("prefer"))
+                                 job.get("precision", "f32"), job.get("prefer"), adapt=job.get("adapt"))
             out = sys.stdout.buffer
             write_frame(out, json.dumps(runner.describe()).encode())
             for payload in _frames_in(sys.stdin.buffer):

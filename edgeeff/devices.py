@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from edgeeff.devicekit import ACCELERATORS, TFLITE_RUNTIMES
-from edgeeff.errors import EdgeeffError, lookup
+from edgeeff.errors import EdgeeffError, unknown_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,6 +53,17 @@ class Device:
     @property
     def address(self) -> str:
         return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+    def runner(self, folder: Path, meta: dict, threads: int | None = None, accept_new_host_key: bool = False):
+        """A runner (``predict``/``describe``/``close``) for an artifact folder on this device: here through
+        the target registry, or on a board over SSH (``edgeeff.remote``)."""
+        if self.remote:
+            from edgeeff.remote import RemoteRunner, SSHDevice
+
+            return RemoteRunner(SSHDevice(self, accept_new_host_key), Path(folder), meta, threads)
+        from edgeeff.artifact import open_artifact
+
+        return open_artifact(folder, threads, device=self.accelerator)[1]
 
     def check(self) -> None:
         """Fail with one line when a local device is not present, before any work is done. Remote
@@ -153,5 +164,87 @@ def load_devices(devices_file: str | Path | None = None) -> dict[str, Device]:
     return devices
 
 
+DEVICES_HELP = "README.md, section Devices"
+SSH_SCHEME = "ssh://"
+
+
+def device_from_url(url: str) -> Device:
+    """A one-off device from ``ssh://[user@]host[:port]`` (no file entry needed; keys and known_hosts as ssh's own)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 22
+    except ValueError as exc:
+        raise EdgeeffError(f"--device {url}: {exc}; write ssh://user@host or ssh://user@host:2222") from None
+    if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.password:
+        raise EdgeeffError(f"--device {url} is not ssh://[user@]host[:port] (no password, no path)")
+    return Device(name=url, description=f"{url} (one-off, not in a devices file)", host=parts.hostname, port=port,
+                  user=parts.username)
+
+
 def get_device(name: str, devices_file: str | Path | None = None) -> Device:
-    return lookup(load_devices(devices_file), name, "device")
+    """A device by name, or a one-off ``ssh://user@host[:port]``; an unknown name says where devices
+    come from and how to add one."""
+    if name.strip().lower().startswith(SSH_SCHEME):
+        return device_from_url(name.strip())
+    known = load_devices(devices_file)
+    if name.strip().lower() in known:
+        return known[name.strip().lower()]
+    suggested = [k for k, d in known.items() if d.remote or k == "cpu" or gpu_backends()]  # a GPU only where one is seen
+    path = Path(devices_file).expanduser() if devices_file else default_devices_file()
+    where = f"{path}" if path.is_file() else f"{path} (does not exist yet)"
+    unknown = unknown_name(suggested, name, "device")
+    raise type(unknown)(f"{unknown}. Devices file: {where}; add one with `edgeeff devices add {name.strip()} --host HOST --user USER`, "
+                        f"or use --device ssh://USER@HOST for one run ({DEVICES_HELP})")
+
+
+def usable_local_devices() -> list[Device]:
+    """This machine's devices that can run something here: the CPU always, the GPU only where a runtime sees one."""
+    return [d for d in LOCAL_DEVICES.values() if d.accelerator != "gpu" or gpu_backends()]
+
+
+def _read_table(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise EdgeeffError(f"{path} is not valid TOML: {exc}") from None
+
+
+def add_device(name: str, settings: dict, devices_file: str | Path | None = None, replace: bool = False) -> Path:
+    """Validate one entry as the loader would, then write the whole file atomically (other entries kept)."""
+    import tomli_w
+
+    from edgeeff import fsio
+
+    path = Path(devices_file).expanduser() if devices_file else default_devices_file()
+    settings = {k: v for k, v in settings.items() if v is not None}
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise EdgeeffError(f"device name {name!r}: use letters, digits, - and _ (it is a TOML key and a --device value)")
+    _entry(name, settings, path)  # the loader's own checks: unknown keys, types, accelerator, runtime
+    if path.is_file():
+        load_devices(path)  # refuse to rewrite a file that does not load as it is
+    data = _read_table(path)
+    table = data.setdefault("devices", {})
+    if name in table and not replace:
+        raise EdgeeffError(f"{path} already has a device {name!r}; pass --replace to overwrite it, or choose another name")
+    table[name] = settings
+    fsio.write_text(path, tomli_w.dumps(data))
+    return path
+
+
+def remove_device(name: str, devices_file: str | Path | None = None) -> Path:
+    import tomli_w
+
+    from edgeeff import fsio
+
+    path = Path(devices_file).expanduser() if devices_file else default_devices_file()
+    data = _read_table(path)
+    if name not in data.get("devices", {}):
+        present = ", ".join(data.get("devices", {})) or "none"
+        raise EdgeeffError(f"no device {name!r} in {path} (devices there: {present})")
+    del data["devices"][name]
+    fsio.write_text(path, tomli_w.dumps(data))
+    return path

@@ -39,13 +39,18 @@ class ValidationError(EdgeeffError):
         self.failures = failures or []
 
 
-def lookup(table: dict, name: str, what: str):
-    """``table[name]`` for a registry (targets, devices), or one line with the nearest name."""
+def unknown_name(names, name: str, what: str) -> UnknownNameError:
+    """The one-line error for a name that is not among ``names``, with the nearest one."""
     import difflib
 
+    close = difflib.get_close_matches(name.strip().lower(), list(names), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return UnknownNameError(f"unknown {what} {name!r}.{hint} Valid: {', '.join(names)}")
+
+
+def lookup(table: dict, name: str, what: str):
+    """``table[name]`` for a registry (targets, devices), or one line with the nearest name."""
     key = name.strip().lower()
     if key not in table:
-        close = difflib.get_close_matches(key, list(table), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownNameError(f"unknown {what} {name!r}.{hint} Valid: {', '.join(table)}")
+        raise unknown_name(table, name, what)
     return table[key]

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -27,6 +28,36 @@ def _check_dir(directory: Path) -> None:
         raise OutputError(f"cannot create output folder {directory}: {exc.strerror}") from None
     if not os.access(directory, os.W_OK):
         raise OutputError(f"output folder {directory} is not writable; choose another with --out")
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it: POSIX has no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_umask_mode(path: Path) -> None:
+    """Give a file or folder made by ``mkstemp``/``mkdtemp`` (always 0600/0700) the mode a plain
+    ``open``/``mkdir`` would have had under the user's umask, so that renaming it into place leaves
+    reports and artifacts readable by whoever the umask allows (a CI job's other users, a web server)."""
+    mask = current_umask()
+    if path.is_dir():
+        for inner, dirs, files in os.walk(path):
+            os.chmod(inner, 0o777 & ~mask)
+            for name in files:
+                file = Path(inner) / name
+                if not file.is_symlink():
+                    os.chmod(file, (file.stat().st_mode & 0o111 | 0o666) & ~mask)
+    elif path.exists():
+        os.chmod(path, (path.stat().st_mode & 0o111 | 0o666) & ~mask)
+
+
+def make_staging_dir(prefix: str, suffix: str, parent: Path) -> Path:
+    """A temporary folder beside its destination, with the umask's mode (not mkdtemp's 0700)."""
+    staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(staging, 0o777 & ~current_umask())
+    return staging
 
 
 def ensure_writable_dir(directory: str | Path) -> Path:
@@ -53,6 +84,7 @@ def atomic_path(dest: str | Path, suffix: str = "", keep_suffix: bool = False) -
         if tmp_path.is_file():
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
+        give_umask_mode(tmp_path)
         os.replace(tmp_path, dest)
     except BaseException:
         if tmp_path.is_dir():
@@ -71,7 +103,15 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+STDOUT = "-"  # a report path of "-" means standard output (``--json -``), as Unix tools take it
+
+
 def write_text(dest: str | Path, text: str) -> Path:
+    """Write ``text`` atomically to ``dest``, or to standard output when ``dest`` is ``-``."""
+    if str(dest) == STDOUT:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return Path(STDOUT)
     try:
         with atomic_path(dest) as tmp:
             tmp.write_text(text)

@@ -61,6 +61,20 @@ class GateConfig:
 _SCALARS = {f.name for f in fields(GateConfig)} - {"checks", "source"}
 
 
+def _check_weights(item: dict, path: Path, number: int) -> str:
+    """A check's weights: as written, else the variant's real ones. A gate over random weights only
+    when the config says ``weights = "none"``: an untrained model's drop says nothing about a release."""
+    if "weights" in item:
+        return str(item["weights"])
+    from edgeeff.variants import resolve
+    from edgeeff.weights.cards import default_weights_name
+
+    try:
+        return default_weights_name(resolve(str(item["variant"])))
+    except EdgeeffError as exc:
+        raise GateConfigError(f"{path}: checks #{number}: {exc}") from None
+
+
 def load_config(path: str | Path) -> GateConfig:
     """Read ``edgeeff.toml`` (top-level keys) or ``pyproject.toml`` (``[tool.edgeeff]``); unknown keys are refused."""
     path = Path(path)
@@ -86,7 +100,7 @@ def load_config(path: str | Path) -> GateConfig:
         if extra or "variant" not in item or "targets" not in item:
             raise GateConfigError(f"{path}: checks #{number} needs variant and targets (and optional weights); unknown: {', '.join(extra) or '-'}")
         targets = item["targets"] if isinstance(item["targets"], list) else [item["targets"]]
-        checks.append(Check(str(item["variant"]), str(item.get("weights", "none")), tuple(str(t) for t in targets)))
+        checks.append(Check(str(item["variant"]), _check_weights(item, path, number), tuple(str(t) for t in targets)))
     base = path.parent
     values: dict = {}
     for key in _SCALARS & set(data):

@@ -35,10 +35,10 @@ def measure_artifact(folder: str | Path, threads: int | None = None, batch: int 
     spec = get_target(meta["target"])
     try:
         row = devicekit.measure(spec.backend, folder / meta["artifact"], meta["preprocessing"]["resolution"], threads, batch,
-                                schedule, seed, device, precision)
+                                schedule, seed, device, precision, adapt=meta.get("input_adapter"))
     except RunnerError as exc:
         raise EdgeeffError(str(exc)) from None
-    return {"target": meta["target"], "variant": meta["variant"], **row, "size_bytes": meta["size_bytes"],
+    return {"target": meta["target"], "variant": meta.get("variant"), **row, "size_bytes": meta["size_bytes"],
             "versions": versions(*spec.packages), "cpu": devicekit.cpu_model()}
 
 
@@ -68,7 +68,8 @@ def _prepared_invoke(folder: Path, threads: int | None):
 
     meta = read_metadata(folder)
     try:
-        runner = devicekit.load_runner(get_target(meta["target"]).backend, folder / meta["artifact"], threads)
+        runner = devicekit.load_runner(get_target(meta["target"]).backend, folder / meta["artifact"], threads,
+                                       adapt=meta.get("input_adapter"))
     except RunnerError as exc:
         raise EdgeeffError(str(exc)) from None
     prepared = runner.prepare(devicekit.random_pixels(meta["preprocessing"]["resolution"]))

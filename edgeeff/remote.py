@@ -190,7 +190,8 @@ class SSHDevice:
         from edgeeff.targets.base import get_target
 
         return {"backend": get_target(meta["target"]).backend, "path": self.upload_artifact(Path(folder), meta), "threads": threads,
-                "accelerator": self.device.accelerator, "precision": precision, "prefer": self.device.runtime}
+                "accelerator": self.device.accelerator, "precision": precision, "prefer": self.device.runtime,
+                "adapt": meta.get("input_adapter")}
 
     # -- what the CLI asks for
 
@@ -216,7 +217,7 @@ class SSHDevice:
             row = json.loads(self.kit(["measure", json.dumps(job)]).strip().splitlines()[-1])
         except RemoteError as exc:
             return {"error": str(_python_hint(self.device, exc))}
-        return {"target": meta["target"], "variant": meta["variant"], **row, "size_bytes": meta["size_bytes"]}
+        return {"target": meta["target"], "variant": meta.get("variant"), **row, "size_bytes": meta["size_bytes"]}
 
 
 class RemoteRunner:

