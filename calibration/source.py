@@ -142,12 +142,13 @@ def from_images(
     seed: int = 0,
     exclude: Sequence[Sample] = (),
     views: int | None = None,
+    default_count: int = DEFAULT_COUNT,
 ) -> CalibrationSource:
     """Choose ``count`` images from a folder or list file (``None``: the embedded photos)."""
     if source is None:
         return from_samples([Sample(p, None) for p in bundled_photos()], EMBEDDED_ORIGIN, resolution, card, count, seed, exclude,
-                            views)
-    return from_samples(list_samples(source), str(source), resolution, card, count, seed, exclude, views)
+                            views, default_count)
+    return from_samples(list_samples(source), str(source), resolution, card, count, seed, exclude, views, default_count)
 
 
 def from_samples(
@@ -159,11 +160,12 @@ def from_samples(
     seed: int = 0,
     exclude: Sequence[Sample] = (),
     views: int | None = None,
+    default_count: int = DEFAULT_COUNT,
 ) -> CalibrationSource:
-    """Choose ``count`` of ``samples``: a seeded shuffle of the sorted list, so the same images,
-    count and seed give the same choice anywhere. Images also in ``exclude`` (the evaluation set,
-    compared by content hash) are refused with one line naming them. ``views`` per image: see
-    :func:`views_for`.
+    """Choose ``count`` of ``samples`` (``None``: ``default_count``, the int8 recipe's): a seeded
+    shuffle of the sorted list, so the same images, count and seed give the same choice anywhere.
+    Images also in ``exclude`` (the evaluation set, compared by content hash) are refused with one
+    line naming them. ``views`` per image: see :func:`views_for`.
     """
     if count is not None and count < MIN_COUNT:
         raise CalibrationError(f"--calibration-count {count} is too few; use at least {MIN_COUNT} (default {DEFAULT_COUNT})")
@@ -176,7 +178,7 @@ def from_samples(
     rng = random.Random(seed)
     order = list(samples)
     rng.shuffle(order)
-    wanted = DEFAULT_COUNT if count is None else count
+    wanted = default_count if count is None else count
     chosen = sorted(order[:wanted], key=lambda s: str(s.path))
     if len(chosen) < MIN_COUNT:
         raise CalibrationError(f"{origin} has {len(chosen)} image(s); calibration needs at least {MIN_COUNT}")

@@ -106,6 +106,11 @@ def measure_on_device(device, artifacts: dict[str, dict], threads: int | None, b
         remote = None
         info = devicekit.probe()
         measure = local_measurer(device.accelerator, threads, batch, schedule, precision)
+    from edgeeff.cpu import from_probe
+
+    profile = from_probe(info)
+    if profile is not None:
+        info["cpu_profile"] = profile.name
     fitted = {}
     for target, meta in artifacts.items():
         why = None if "error" in meta else target_fits_device(get_target(meta.get("target", target)), device.accelerator)
@@ -137,9 +142,16 @@ def measure_on_devices(devices: list, artifacts: dict[str, dict], threads: int |
 
 
 def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: str, device_info: dict | None = None) -> list[dict]:
+    from edgeeff.cpu import from_probe, recipe_note
+
+    profile = from_probe(device_info or {})
     rows = []
     for target, meta in artifacts.items():
-        row: dict = {"target": target, "device": device}
+        row: dict = {"target": target, "device": device, "cpu_profile": profile.name if profile else None,
+                     "converted_for": (meta.get("cpu_profile") or {}).get("name")}
+        note = recipe_note(meta, profile)
+        if note:
+            row["note"] = note
         if meta.get("imported"):
             row.update(runs_as=meta["target"], assumed=meta["imported"]["assumed"])
         if "error" in meta:

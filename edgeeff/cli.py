@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from edgeeff.cpu import PROFILES as CPU_PROFILES
 from edgeeff.errors import EdgeeffError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not ours to print
@@ -95,16 +96,33 @@ def chosen_weights(variant, weights: str | None) -> str:
     return weights
 
 
+def target_cpu(for_cpu: str | None, device_name: str | None, devices_file: str | None):
+    """The CPU profile an int8 artifact is converted for: named, a device's recorded one, or None (this machine's)."""
+    if for_cpu and device_name:
+        raise EdgeeffError("--for-cpu and --device both name the CPU; give one")
+    if not device_name:
+        return for_cpu
+    from edgeeff.devices import get_device
+
+    device = get_device(device_name, devices_file)
+    profile = device.cpu_profile()
+    if profile is None:
+        raise EdgeeffError(f"{device.name}'s CPU is not known yet: run `edgeeff devices check {device.name}` (it records it), "
+                           f"or pass --for-cpu ({', '.join(CPU_PROFILES)})")
+    return profile
+
+
 QUANTIZER_OPTIONS = (
     click.option("--io-dtype", type=click.Choice(["int8", "uint8"]), default=None, help="tflite-int8 input/output type (default int8)."),
     click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
                  help="onnx-int8 only (default minmax)."),
     click.option("--quant-types", type=click.Choice(["u8u8", "u8s8", "s8s8", "u8s8-reduced"]), default=None,
-                 help="onnx-int8 only: activation/weight types (default u8s8-reduced: 7-bit weights, no int16 "
-                      "saturation on CPUs without VNNI, int8 kernels kept)."),
+                 help="onnx-int8 only: activation/weight types (default: the CPU's recipe: u8s8-reduced, 7-bit weights, "
+                      "where int8 pairs saturate in int16 (AVX2); s8s8 with VNNI, AMX or ARM dot product)."),
     click.option("--preset", type=click.Choice(["performance", "mixed"]), default=None, help="openvino-int8 only (default performance)."),
     click.option("--overflow-fix", type=click.Choice(["enable", "first_layer_only", "disable"]), default=None,
-                 help="openvino-int8 only: 7-bit weights against saturation without VNNI (default enable)."),
+                 help="openvino-int8 only: 7-bit weights against saturation (default: the CPU's recipe: enable on AVX2, "
+                      "first_layer_only with VNNI, AMX or ARM dot product)."),
     click.option("--fast-bias-correction/--bias-correction", default=None, help="openvino-int8 only (default fast)."),
 )
 
@@ -239,6 +257,15 @@ def predict(images: tuple[Path, ...], variant: str, weights: str | None, model_p
         report.write_json(json_path, rows, **extra)
 
 
+def device_title(device, info: dict) -> str:
+    """A device as a table title names it: a board's CPU and machine, and the int8 profile it ran with."""
+    parts = [info.get("cpu"), info.get("machine")] if device.remote else []
+    if info.get("cpu_profile"):
+        parts.append(f"int8 profile {info['cpu_profile']}")
+    parts = [p for p in parts if p]
+    return device.name + (f" ({', '.join(parts)})" if parts else "")
+
+
 def quiet_tensorflow_import_if_keras(folder: Path) -> None:
     """A .keras model runs under TensorFlow: start it muted, as the commands that build models do."""
     if (folder / "edgeeff.json").is_file() and json.loads((folder / "edgeeff.json").read_text()).get("backend") == "keras":
@@ -258,10 +285,15 @@ def targets(json_path: str | None) -> None:
     from edgeeff import report
     from edgeeff.targets.base import TARGETS
 
+    from edgeeff.cpu import local_profile
+    from edgeeff.recipes import recipe_for
+
     check_report_paths(json_path)
     convert_options = {param.name for param in convert.params}  # the options a user can pass, from convert itself
+    profile = local_profile()
     rows = []
     for spec in TARGETS.values():
+        recipe = recipe_for(spec.name, profile)
         missing, tools = spec.missing(), spec.missing_tools()
         rows.append({
             "target": spec.name, "backend": spec.backend, "precision": spec.precision,
@@ -269,9 +301,12 @@ def targets(json_path: str | None) -> None:
             "installed": not missing and not tools,
             "install": f'pip install "edgeeff[{spec.extra}]"' if missing else (f"{tools[0][0]}: {tools[0][1]}" if tools else "-"),
             "runs_on": spec.accelerator or "cpu/gpu",
+            "recipe": (", ".join([f"--{k.replace('_', '-')} {v}" for k, v in recipe.options.items()]
+                                 + [f"{recipe.calibration_count} calibration images"]) if recipe else "-"),
         })
-    report.print_table(rows, [("target", "target"), ("precision", "precision"), ("options", "options"),
-                              ("installed", "installed"), ("install", "to install")], title="Targets")
+    shown = [{**row, "install": "yes" if row["installed"] else row["install"]} for row in rows]
+    report.print_table(shown, [("target", "target"), ("options", "options"), ("recipe", f"int8 recipe for this CPU ({profile.name})"),
+                               ("install", "installed")], title="Targets")
     if json_path:
         report.write_json(json_path, rows)
 
@@ -362,10 +397,20 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
         info = SSHDevice(device, accept_new_host_key).probe()
     else:
         info = devicekit.probe()
+    from edgeeff.cpu import from_probe
+    from edgeeff.devices import record_cpu_profile
+
+    profile = from_probe(info)
+    if profile is not None:
+        info["cpu_profile"] = profile.name
+        if device.remote and not name.lower().startswith("ssh://") and record_cpu_profile(device.name, profile.name, devices_file):
+            click.echo(f"recorded cpu = \"{profile.name}\" for {device.name} (convert --device {device.name} uses it)", err=True)
     runtimes = info.get("runtimes", {})
     rows = [{"field": k, "value": v} for k, v in (
         ("device", f"{device.name} ({device.address if device.remote else 'local'})"), ("cpu", info.get("cpu")),
-        ("cores", info.get("cores")), ("machine", info.get("machine")), ("os", info.get("os")),
+        ("cores", info.get("cores")), ("machine", info.get("machine")),
+        ("cpu features", " ".join(info.get("cpu_features") or []) or None),
+        ("int8 profile", f"{profile.name}: {profile.description}" if profile else None), ("os", info.get("os")),
         ("distribution", info.get("distribution")), ("board", info.get("board")), ("python", f"{info.get('python')} ({info.get('python_executable')})"),
         ("memory", f"{info.get('memory_total_mb')} MB"), ("free disk", f"{info.get('free_disk_gb')} GB"),
         ("temperature", f"{info['temperature_c']:.1f} C" if "temperature_c" in info else None),
@@ -387,7 +432,7 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
 @click.option("--weights", default=None, help="imagenet, a card name, a file, or none. Default: the variant's first real weights, else none.")
 @click.option("--out", type=click.Path(file_okay=False), default="edgeeff-out", show_default=True, help="Folder for artifacts.")
 @click.option("--calibration", type=click.Path(), default=None, help="Calibration images (folder or label<TAB>path list). Default: the embedded photos.")
-@click.option("--calibration-count", type=int, default=None, help="Number of calibration images (seeded choice). Default 128.")
+@click.option("--calibration-count", type=int, default=None, help="Number of calibration images (seeded choice). Default: the int8 recipe's (200).")
 @click.option("--calibration-views", type=click.IntRange(1, 12), default=None,
               help="Views per calibration image (whole photo, crops, mirrored). Default: 12 below 50 images, else 1.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -398,10 +443,15 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="int8 targets: ... until top-1 agreement with fp32 on --images is at least this (0-1).")
 @click.option("--sensitivity", "sensitivity_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="With --max-drop/--min-agreement: the block ranking from `edgeeff sensitivity --json` (else measured now).")
+@click.option("--for-cpu", "for_cpu", type=click.Choice(list(CPU_PROFILES)), default=None,
+              help="int8: the CPU the artifact will run on, which picks the int8 recipe (default: this machine's; see README, Int8 recipes).")
+@click.option("--device", "device_name", default=None,
+              help="int8: convert for this device's CPU (recorded by `edgeeff devices check NAME`), instead of --for-cpu.")
+@click.option("--devices-file", type=click.Path(dir_okay=False), default=None, help="Devices TOML (default: ~/.config/edgeeff/devices.toml).")
 @click.option("--force", is_flag=True, help="Convert again even if an identical artifact exists.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the metadata as JSON.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the metadata as JSON (- for stdout).")
 def convert(variant, target, weights, out, calibration, calibration_count, calibration_views, seed, images, float_blocks, max_drop,
-            min_agreement, sensitivity_path, force, json_path, **quantizer) -> None:
+            min_agreement, sensitivity_path, for_cpu, device_name, devices_file, force, json_path, **quantizer) -> None:
     """Convert a variant to a deployment target, calibrated on real images, validated against Keras."""
     from rich.console import Console
 
@@ -419,6 +469,7 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
     for what, path in (("--calibration", calibration), ("--images", images)):
         if path is not None and not Path(path).exists():
             raise EdgeeffError(f"{what} {path} does not exist")
+    cpu = target_cpu(for_cpu, device_name, devices_file)
     if float_blocks:
         options["float_blocks"] = [b.strip() for b in float_blocks.split(",") if b.strip()]
     budgeted = max_drop is not None or min_agreement is not None
@@ -448,17 +499,19 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
             root, cleanup = sens.trial_root(Path(out))
             try:
                 trials = sens.Trials(variant, target, weights, images, calibration, calibration_count, seed, options, root, say,
-                                     calibration_views)
+                                     calibration_views, cpu=cpu)
                 meta = sens.within_budget(trials, Path(out), max_drop, min_agreement, ranking)
             finally:
                 cleanup()
         else:
             meta = run_convert(variant, target, weights=weights, out=out, calibration=calibration,
                                calibration_count=calibration_count, calibration_views=calibration_views, seed=seed, images=images,
-                               force=force, options=options, progress=say)
+                               force=force, options=options, progress=say, cpu=cpu)
     if meta.get("calibration"):
         for warning in meta["calibration"].get("warnings", []):
             console.print(f"[yellow]warning:[/] {warning}")
+    for note in meta["validation"].get("notes", []):
+        console.print(f"[yellow]note:[/] {note}")
     if meta["weights"]["label"] == "none":
         console.print("[yellow]warning:[/] random weights (--weights none): this model is untrained; its agreement with Keras "
                       "says the conversion is faithful, not that it classifies anything")
@@ -516,7 +569,7 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
 @click.option("--target", default="onnx-int8", show_default=True, help="An int8 target: tflite-int8, onnx-int8, openvino-int8.")
 @click.option("--images", type=click.Path(), required=True, help="Evaluation images (kept disjoint from calibration).")
 @click.option("--calibration", type=click.Path(), default=None, help="Calibration images (default: the embedded photos).")
-@click.option("--calibration-count", type=int, default=None, help="Calibration images used (seeded choice). Default 128.")
+@click.option("--calibration-count", type=int, default=None, help="Calibration images used (seeded choice). Default: the int8 recipe's (200).")
 @click.option("--blocks", default=None, help="Only these blocks (comma-separated); default every block, stem and head.")
 @click.option("--mode", type=click.Choice(["keep-float", "quantize-alone"]), default="keep-float", show_default=True,
               help="keep-float: all int8 but the block (error it removes); quantize-alone: only the block int8 (error it causes).")
@@ -713,13 +766,24 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
         if hasattr(runner, "close"):
             runner.close()
         scratch.cleanup()
-    row = {"model": name, "images": result["images"], "unreadable": result["unreadable"]}
+    row = {"model": name, "images": result["images"], "unreadable": result["unreadable"], "top1_ties": result["top1_ties"]}
+    if artifact is not None:
+        from edgeeff.cpu import recipe_note
+
+        profile = device.cpu_profile()
+        row.update(cpu_profile=profile.name if profile else None, converted_for=(meta.get("cpu_profile") or {}).get("name"))
+        note = recipe_note(meta, profile)
+        if note:
+            row["note"] = note
+            click.echo(f"edgeeff: warning: {meta['target']} on {device.name}: {note}", err=True)
     for key in ("top1", "top1_ci95", "top5", "reference_top1", "top1_agreement", "mean_cosine", "mean_kl"):
         if key in result:
             row[key] = [float(v) for v in result[key]] if key == "top1_ci95" else result[key]
     columns = [(k, h) for k, h in (("model", "model"), ("images", "images"), ("top1", "top-1"), ("top1_ci95", "top-1 95% CI"),
                                    ("top5", "top-5"), ("reference_top1", "fp32 top-1"), ("top1_agreement", "agreement"),
-                                   ("mean_cosine", "cosine"), ("mean_kl", "KL"), ("unreadable", "unreadable")) if k in row]
+                                   ("mean_cosine", "cosine"), ("mean_kl", "KL"), ("top1_ties", "tied top-1"),
+                                   ("cpu_profile", "int8 profile here"), ("converted_for", "converted for"),
+                                   ("unreadable", "unreadable")) if k in row]
     report.print_table([row], columns, title="Accuracy" + (f" (assumed: {'; '.join(source['assumed'])})" if source.get("assumed") else ""))
     classes = [("-", n) for n in names] if names else imagenet_classes()
     dis = result.get("disagreements", [])
@@ -829,12 +893,11 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
             raise EdgeeffError(unreachable[0] if len(unreachable) == 1 else "; ".join(unreachable))
     columns = [("device", "device"), ("target", "target"), ("top1", "top-1"), ("agreement", "agreement"), ("size_mb", "MB"),
                ("init_ms", "init ms"), ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("speedup_vs_fp32", "x fp32"),
-               ("executed_on", "ran on"), ("executed_precision", "ran as"), ("error", "error")]
-    columns = [c for c in columns if c[0] not in ("top1", "error") or any(r.get(c[0]) is not None for r in rows)]
+               ("executed_on", "ran on"), ("executed_precision", "ran as"), ("note", "note"), ("error", "error")]
+    columns = [c for c in columns if c[0] not in ("top1", "note", "error") or any(r.get(c[0]) is not None for r in rows)]
     if len(devices) == 1:
         columns = [c for c in columns if c[0] != "device"]
-    where = ", ".join(d.name + (f" ({infos[d.name].get('cpu')}, {infos[d.name].get('machine')})" if d.remote and "cpu" in infos[d.name] else "")
-                      for d in devices)
+    where = ", ".join(device_title(d, infos[d.name]) for d in devices)
     title = f"{subject} on {where}, batch {batch}, {rounds} interleaved rounds"
     report.print_table(rows, columns, title=title)
     for name, info in infos.items():

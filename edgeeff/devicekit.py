@@ -716,6 +716,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+INT8_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile", "avx512_bf16",  # x86 "flags"
+                 "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16")  # ARM "Features"
+
+
+def cpu_features() -> list[str]:
+    """The CPU features the kernel reports that decide how int8 arithmetic runs (VNNI or not, ARM
+    dot product): x86 lists them in "flags", ARM in "Features"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() in ("flags", "features"):
+                present = set(value.split())
+                return [f for f in INT8_FEATURES if f in present]
+    except OSError:
+        pass
+    return []
+
+
 def _read(path: str) -> str | None:
     try:
         return Path(path).read_text().strip()
@@ -745,6 +763,7 @@ def probe(workdir: str | None = None) -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "distribution": (_read("/etc/os-release") or "").split("PRETTY_NAME=")[-1].split("\n")[0].strip('"') or None,
         "machine": platform.machine(),
+        "cpu_features": cpu_features(),
         "python": platform.python_version(),
         "python_executable": sys.executable,
         "runtimes": runtimes,

@@ -45,6 +45,7 @@ class Device:
     workdir: str = ".cache/edgeeff"  # relative to the login directory, or absolute
     connect_timeout: float = 10.0
     run_timeout: float = 900.0
+    cpu: str | None = None  # its int8 CPU profile (edgeeff.cpu), recorded by `edgeeff devices check`
 
     @property
     def remote(self) -> bool:
@@ -64,6 +65,15 @@ class Device:
         from edgeeff.artifact import open_artifact
 
         return open_artifact(folder, threads, device=self.accelerator)[1]
+
+    def cpu_profile(self):
+        """The device's int8 CPU profile (``edgeeff.cpu``): this machine's, or the one `devices check`
+        recorded for a board (None until it has been checked)."""
+        from edgeeff.cpu import local_profile, named
+
+        if not self.remote:
+            return local_profile()
+        return named(self.cpu) if self.cpu else None
 
     def check(self) -> None:
         """Fail with one line when a local device is not present, before any work is done. Remote
@@ -135,6 +145,11 @@ def _entry(name: str, table: dict, source: Path) -> Device:
         values[key] = value
     if values.get("accelerator", "cpu") not in ACCELERATORS:
         raise EdgeeffError(f"{source}: [devices.{name}] accelerator {values['accelerator']!r} is unknown; known: {', '.join(ACCELERATORS)}")
+    if values.get("cpu") is not None:
+        from edgeeff.cpu import PROFILES
+
+        if values["cpu"] not in PROFILES:
+            raise EdgeeffError(f"{source}: [devices.{name}] cpu {values['cpu']!r} is unknown; known: {', '.join(PROFILES)}")
     if values.get("runtime") not in (None, *TFLITE_RUNTIMES):
         raise EdgeeffError(f"{source}: [devices.{name}] runtime must be one of {', '.join(TFLITE_RUNTIMES)}")
     workdir = values.get("workdir")
@@ -233,6 +248,16 @@ def add_device(name: str, settings: dict, devices_file: str | Path | None = None
     table[name] = settings
     fsio.write_text(path, tomli_w.dumps(data))
     return path
+
+
+def record_cpu_profile(name: str, profile: str, devices_file: str | Path | None = None) -> bool:
+    """Write a board's probed CPU profile into its entry (``convert --device NAME`` reads it); True if it changed."""
+    path = Path(devices_file).expanduser() if devices_file else default_devices_file()
+    entry = _read_table(path).get("devices", {}).get(name)
+    if entry is None or entry.get("cpu") == profile:
+        return False
+    add_device(name, {**entry, "cpu": profile}, path, replace=True)
+    return True
 
 
 def remove_device(name: str, devices_file: str | Path | None = None) -> Path:

@@ -71,6 +71,22 @@ def topk_accuracy(
     }
 
 
+def top_k(scores: np.ndarray, k: int = 5) -> np.ndarray:
+    """The k best classes per row, best first. The one top-1 rule of every scorer: quantized logits
+    tie, and a tie at the top goes to the lowest class index (``argmax``'s rule; a stable sort keeps
+    it), so top-1 accuracy, agreement and the paired drop of the same images always agree."""
+    return np.argsort(-np.asarray(scores), axis=1, kind="stable")[:, :k]
+
+
+def top1_ties(scores: np.ndarray) -> int:
+    """Images whose two best scores are equal: their top-1 was decided by the tie rule."""
+    scores = np.asarray(scores)
+    if scores.shape[1] < 2:
+        return 0
+    best_two = -np.sort(-scores, axis=1)[:, :2]
+    return int((best_two[:, 0] == best_two[:, 1]).sum())
+
+
 def _softmax(scores: np.ndarray) -> np.ndarray:
     z = scores - scores.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -99,11 +115,13 @@ def score_pair(
     cosines: list[float] = []
     kls: list[float] = []
     skipped: list[tuple[str, str]] = []
+    ties = 0
     for chunk, images, bad in batches(list(samples), resolution, card, batch):
         skipped += [(str(s.path), e) for s, e in bad]
         if images is not None:
             out = np.asarray(predict(images), dtype=np.float64)
-            top5_rows.append(np.argsort(-out, axis=1)[:, :5])
+            top5_rows.append(top_k(out))
+            ties += top1_ties(out)
             files += [s.path.name for s in chunk]
             labels += [s.label for s in chunk]
             if reference is not None:
@@ -121,7 +139,7 @@ def score_pair(
         raise EdgeeffError(f"none of the {len(samples)} images could be decoded")
     top5 = np.concatenate(top5_rows)
     result: dict = {"images": n, "unreadable": len(skipped), "skipped": skipped, "files": files,
-                    "predicted": top5[:, 0].tolist()}
+                    "predicted": top5[:, 0].tolist(), "top1_ties": ties}
     if all(label is not None for label in labels):
         y = np.asarray(labels)
         correct = top5[:, 0] == y

@@ -104,13 +104,26 @@ def sha256_of(path: str | Path) -> str:
 
 
 STDOUT = "-"  # a report path of "-" means standard output (``--json -``), as Unix tools take it
+_CLAIMED_STDOUT = None  # the real standard output, once a report has claimed it
+
+
+def claim_stdout() -> None:
+    """Keep standard output for one report: file descriptor 1 is pointed at stderr from here on, so
+    whatever else writes there (a runtime's progress bar, a C library) cannot corrupt the report,
+    which :func:`write_text` then writes to the saved descriptor."""
+    global _CLAIMED_STDOUT
+    if _CLAIMED_STDOUT is None:
+        sys.stdout.flush()
+        _CLAIMED_STDOUT = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
 
 
 def write_text(dest: str | Path, text: str) -> Path:
     """Write ``text`` atomically to ``dest``, or to standard output when ``dest`` is ``-``."""
     if str(dest) == STDOUT:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        stream = _CLAIMED_STDOUT or sys.stdout
+        stream.write(text)
+        stream.flush()
         return Path(STDOUT)
     try:
         with atomic_path(dest) as tmp:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from edgeeff.evaluate import top_k
 from edgeeff.labels import imagenet_classes
 from edgeeff.preprocess import PreprocessCard, load_image
 
@@ -39,7 +40,7 @@ def top_k_rows(predict: Callable[[np.ndarray], np.ndarray], paths: Sequence[Path
     classes = [("-", name) for name in names] if names else imagenet_classes()
     rows = []
     for path, p in zip(paths, out):
-        for rank, idx in enumerate(np.argsort(-p)[:top], start=1):
+        for rank, idx in enumerate(top_k(p[None], top)[0], start=1):
             synset, name = classes[idx] if p.shape[-1] == len(classes) else (str(idx), str(idx))
             rows.append({"image": str(path), "file": Path(path).name, "rank": rank, "class_index": int(idx), "synset": synset,
                          "name": name, "probability": float(p[idx])})

@@ -81,6 +81,7 @@ def report_to_stdout() -> None:
     """Keep standard output for the machine-readable report: tables and result lines move to stderr."""
     global _STDOUT_IS_REPORT
     _STDOUT_IS_REPORT = True
+    fsio.claim_stdout()
 
 
 def echo(text: str) -> None:
@@ -106,10 +107,11 @@ def print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]], title:
         cells = [[header, value] for (_, header), value in zip(columns, cells[0])]
         columns = [("field", "field"), ("value", "value")]
     table = Table(title=title)
-    for _, header in columns:
-        # A column is never narrower than its longest header word: at 100 columns rich folds
-        # headers mid-word ("agreemen"/"t") otherwise; long cells (paths) still fold.
-        table.add_column(header, overflow="fold", min_width=max(len(word) for word in header.split() or [""]))
+    for i, (_, header) in enumerate(columns):
+        # A column is never narrower than its longest word (header or cell, up to a path-like 24
+        # characters): at 100 columns rich folds words mid-way ("agreemen"/"t") otherwise.
+        words = header.split() + [word for line in cells for word in line[i].split()]
+        table.add_column(header, overflow="fold", min_width=min(24, max((len(w) for w in words), default=1)))
     for line in cells:
         table.add_row(*line)
     console.print(table)

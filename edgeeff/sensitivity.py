@@ -56,7 +56,7 @@ class Trials:
 
     def __init__(self, variant: str, target: str, weights: str | None, images: str | Path, calibration: str | Path | None,
                  calibration_count: int | None, seed: int, options: dict | None, root: Path, say: Say,
-                 calibration_views: int | None = None) -> None:
+                 calibration_views: int | None = None, cpu=None) -> None:
         from edgeeff.targets.base import TARGETS, check_options, get_target
 
         self.spec = get_target(target)
@@ -65,7 +65,7 @@ class Trials:
             raise EdgeeffError(f"{target} has no int8 mode to keep blocks out of; use one of {', '.join(int8)}")
         check_options(self.spec, options or {})  # before the first of many conversions, not inside it
         self.args = dict(variant=variant, target=target, weights=weights, images=images, calibration=calibration,
-                         calibration_count=calibration_count, calibration_views=calibration_views, seed=seed)
+                         calibration_count=calibration_count, calibration_views=calibration_views, seed=seed, cpu=cpu)
         self.options = {k: v for k, v in (options or {}).items() if v is not None}
         self.settings: dict = {}  # budget settings the search adopted on top of the user's options
         self.root = root

@@ -20,9 +20,9 @@ TYPES = {
     "u8u8": ("QUInt8", "QUInt8", False),
     "u8s8-reduced": ("QUInt8", "QInt8", True),
 }
-# Measured on an AVX2 CPU (benchmarks/results/onnx_int8_types.md): u8u8 avoids saturation but
-# runs 7x slower than fp32 (no fast kernel); u8s8 and s8s8 saturate without VNNI; u8s8 with 7-bit
-# weights neither saturates nor loses the int8 speed, so it is the default.
+# Which types a conversion uses is the int8 recipe's choice for the CPU it is for (edgeeff.recipes:
+# u8s8-reduced where int8 pairs saturate in int16, s8s8 with VNNI, AMX or ARM dot products); this
+# is only the fallback of a direct export() call without options, the setting safe on every CPU.
 DEFAULT_TYPES = "u8s8-reduced"
 # Part of every ONNX artifact's content key (``convert._content_key``): raised when the exported
 # graph changes for the same inputs, so an artifact cached from an older graph is converted again.

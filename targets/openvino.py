@@ -14,8 +14,9 @@ from edgeeff.targets.base import TargetSpec, versions
 PRESETS = ("performance", "mixed")
 # NNCF's overflow fix keeps weights to 7 bits so int8 kernels cannot saturate on CPUs without VNNI
 # (AVX2 sums two u8*s8 products in int16). NNCF's own default fixes the first layer only; measured
-# on an AVX2 CPU that costs Lite0 7 points of agreement (benchmarks/results/calibration_sweep.md),
-# and an artifact may run on any CPU, so the default here fixes every layer.
+# on an AVX2 CPU that costs Lite0 7 points of agreement (benchmarks/results/calibration_sweep.md).
+# Which one a conversion uses is the int8 recipe's choice for the CPU it is for (edgeeff.recipes);
+# "enable", safe on every CPU, is only the fallback of a direct export() call without options.
 OVERFLOW_FIX = ("enable", "first_layer_only", "disable")
 
 

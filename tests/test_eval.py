@@ -31,7 +31,7 @@ def test_paired_drop_of_identical_models_is_zero():
 
 
 def test_eval_artifact_against_its_reference(tmp_path, sample_images):
-    meta = convert(TINY, "onnx-fp32", out=tmp_path)
+    meta = convert(TINY, "onnx-fp32", weights="none", out=tmp_path)
     folder = meta["path"]
     listing = tmp_path / "eval.txt"
     listing.write_text("".join(f"{p.name.split('_')[0]}\t{p}\n" for p in sample_images[:20]))
