@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -74,6 +75,18 @@ def sshd(tmp_path_factory):
     yield {"root": root, "port": port, "user_key": user_key, "other_key": other_key, "bare_python": bare / "bin" / "python"}
     proc.terminate()
     proc.wait(timeout=10)
+
+
+def runners_under(workdir: Path) -> list[int]:
+    """Pids of device-kit measure runs started from this workdir: the test's own, never another user's."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if f"{workdir}/cache/" in line and "devicekit.py measure" in line:
+            found.append(proc.info["pid"])
+    return found
 
 
 def host_key_type(sshd: dict) -> str:
@@ -166,6 +179,7 @@ def test_a_device_without_a_runtime_fails_with_the_pip_command(devices_file, art
     assert rows["loopback"]["median_ms"] > 0 and "pip install" in rows["bare"]["error"]
 
 
+@pytest.mark.slow
 def test_a_run_past_its_timeout_is_stopped_on_the_device(sshd, artifacts, tmp_path):
     devices = tmp_path / "devices.toml"
     devices.write_text(_entry("hasty", sshd, run_timeout=4))
@@ -176,7 +190,7 @@ def test_a_run_past_its_timeout_is_stopped_on_the_device(sshd, artifacts, tmp_pa
     assert done.returncode == 1
     assert "longer than 4 s" in json.loads(report.read_text())["rows"][0]["error"]
     time.sleep(1)
-    assert subprocess.run(["pgrep", "-f", "devicekit.py measure"], capture_output=True).returncode == 1  # killed there too
+    assert runners_under(sshd["root"] / "work" / "hasty") == []  # killed there too
 
 
 @pytest.mark.parametrize("entry, needle", [
@@ -188,6 +202,31 @@ def test_connection_faults_are_one_line(devices_file, artifacts, entry, needle):
     done = run_cli("bench", "--device", entry, "--devices-file", str(devices_file), "--variant", TINY, "--weights", "none",
                    "--targets", "tflite-fp32", "--out", str(artifacts), *QUICK)
     assert_one_line_error(done, needle)
+
+
+@pytest.mark.parametrize("accept_new", [False, True])
+def test_a_changed_host_key_is_refused_even_with_accept_new(sshd, tmp_path, accept_new):
+    """known_hosts holds another ed25519 key for this host:port (a reinstalled device, or someone in
+    between): refused with one line that says CHANGED and how to remove the old key; never overwritten."""
+    known = tmp_path / "known_hosts"
+    impostor = (sshd["root"] / "stranger_ed25519.pub").read_text().split()
+    known.write_text(f"[127.0.0.1]:{sshd['port']} {impostor[0]} {impostor[1]}\n")
+    recorded = known.read_text()
+    devices = tmp_path / "devices.toml"
+    devices.write_text(_entry("moved", sshd, known_hosts=str(known)))
+    done = run_cli("devices", "check", "moved", "--devices-file", str(devices), *(["--accept-new-host-key"] if accept_new else []))
+    assert_one_line_error(done, "host key", "has CHANGED", f"ssh-keygen -R '[127.0.0.1]:{sshd['port']}'")
+    assert known.read_text() == recorded
+
+
+def test_a_missing_python_on_the_device_names_the_setting(sshd, artifacts, tmp_path):
+    devices = tmp_path / "devices.toml"
+    devices.write_text(_entry("nopython", sshd, python="/opt/no-such-python/bin/python3"))
+    checked = run_cli("devices", "check", "nopython", "--devices-file", str(devices))
+    assert_one_line_error(checked, "python '/opt/no-such-python/bin/python3' not found on the device", "set python in the devices file")
+    done = run_cli("bench", "--device", "nopython", "--devices-file", str(devices), "--variant", TINY, "--weights", "none",
+                   "--targets", "tflite-fp32", "--out", str(artifacts), *QUICK)
+    assert_one_line_error(done, "python '/opt/no-such-python/bin/python3' not found on the device", "set python in the devices file")
 
 
 def test_accepting_a_new_host_key_records_it(sshd, tmp_path):
@@ -203,17 +242,20 @@ def test_accepting_a_new_host_key_records_it(sshd, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_runner_killed_mid_run_is_a_failed_row_and_the_run_goes_on(devices_file, artifacts, tmp_path):
     report = tmp_path / "rows.json"
+    workdir = devices_file.parent / "work" / "slow"  # the "slow" entry's own workdir: only its runners are killed
     killed = []
 
     def kill_first_runner():
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
-            found = subprocess.run(["pgrep", "-f", "devicekit.py measure"], capture_output=True, text=True).stdout.split()
+            found = runners_under(workdir)
             if found:
                 time.sleep(1.0)  # let it load and start timing
-                subprocess.run(["kill", "-9", *found])
+                for pid in found:
+                    os.kill(pid, signal.SIGKILL)
                 killed.extend(found)
             time.sleep(0.2)
 
@@ -226,7 +268,10 @@ def test_a_runner_killed_mid_run_is_a_failed_row_and_the_run_goes_on(devices_fil
     assert killed and done.returncode == 1, done.stderr[-2000:]
     rows = {r["target"]: r for r in json.loads(report.read_text())["rows"]}
     assert "killed" in rows["tflite-fp32"]["error"] and rows["onnx-fp32"]["median_ms"] > 0
-    assert not list((Path(json.loads(report.read_text())["devices"]["slow"]["python_executable"]).parent).glob("*.part"))
+    # uploads go to WORKDIR/cache/<sha>/.NAME.part and are renamed: every file arrived whole, no .part is left
+    uploaded = sorted(p.name for p in workdir.glob("cache/*/*"))
+    assert "devicekit.py" in uploaded and any(name.endswith(".tflite") for name in uploaded), uploaded
+    assert not [p for p in workdir.rglob("*") if p.name.endswith(".part")], uploaded
 
 
 @pytest.fixture
