@@ -30,6 +30,7 @@ def lists(tmp_path_factory, sample_images):
                                                                                ("eval60", evaluation[:60]))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["keras-fp32", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "onnx-fp32", "openvino-fp32", "openvino-fp16"])
 def test_float_targets_match_keras(target, tmp_path, lists):
     meta = convert(TINY, target, out=tmp_path, images=lists["eval"])
@@ -43,6 +44,7 @@ def test_float_targets_match_keras(target, tmp_path, lists):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
+@pytest.mark.slow
 def test_onnx_preprocessing_is_rewritten_with_the_same_outputs(tmp_path):
     """onnxruntime broadcasts a per-channel vector along NHWC's innermost axis slowly: a uniform
     mean/std (Lite's card) becomes scalars, a per-channel one (B0's ImageNet card) moves behind the
@@ -73,6 +75,7 @@ def test_onnx_preprocessing_is_rewritten_with_the_same_outputs(tmp_path):
         assert np.array_equal(before, after), variant
 
 
+@pytest.mark.slow
 def test_openvino_converts_under_a_folder_with_a_comma(tmp_path, lists):
     """OpenVINO reads a comma in a model path as a list of files; --out a,b must still work."""
     meta = convert(TINY, "openvino-fp32", out=tmp_path / "runs,v2", images=lists["eval"])
@@ -142,6 +145,7 @@ def test_same_inputs_reuse_the_artifact(tmp_path, lists):
     assert again.get("reused") and again["content_key"] == first["content_key"]
 
 
+@pytest.mark.slow
 def test_the_keras_reference_is_reused_only_for_the_same_images(tmp_path, lists, few_images):
     """Budget searches convert one model dozens of times against one image set: the fp32 reference is
     computed once. A different set (or model) must never be served the cached logits."""
@@ -203,6 +207,7 @@ def test_an_invalid_artifact_is_refused_and_leaves_nothing(tmp_path, lists, samp
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_bad_input_cli(tmp_path, lists):
     assert_one_line_error(run_cli("convert", "--variant", TINY, "--target", "tflite-in8", "--out", str(tmp_path)), "did you mean 'tflite-int8'")
     assert_one_line_error(run_cli("convert", "--variant", "lite9", "--target", "onnx-fp32"), "unknown variant")

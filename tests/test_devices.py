@@ -124,6 +124,7 @@ def artifacts(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_bench_through_ssh_returns_real_figures_and_caches_artifacts(devices_file, artifacts, tmp_path):
     first, second = tmp_path / "first.json", tmp_path / "second.json"
     for report in (first, second):
@@ -140,6 +141,7 @@ def test_bench_through_ssh_returns_real_figures_and_caches_artifacts(devices_fil
     assert json.loads(second.read_text())["devices"]["loopback"]["uploaded_bytes"] == 0  # cached by content on the device
 
 
+@pytest.mark.slow
 def test_eval_on_the_device_matches_the_local_runtime(devices_file, artifacts, few_images, tmp_path):
     folder = next(artifacts.glob("*tflite-fp32"))
     listing = tmp_path / "images.txt"
@@ -167,6 +169,7 @@ def test_devices_list_and_check(devices_file):
     assert bare.returncode == 1 and "-m pip install numpy ai-edge-litert" in bare.stderr
 
 
+@pytest.mark.slow
 def test_a_device_without_a_runtime_fails_with_the_pip_command(devices_file, artifacts, tmp_path):
     """Two devices at once (concurrently): one row per device and target; the bare one fails alone."""
     report = tmp_path / "rows.json"
@@ -193,6 +196,7 @@ def test_a_run_past_its_timeout_is_stopped_on_the_device(sshd, artifacts, tmp_pa
     assert runners_under(sshd["root"] / "work" / "hasty") == []  # killed there too
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry, needle", [
     ("refused", "connection refused"),
     ("stranger", "--accept-new-host-key"),
@@ -219,6 +223,7 @@ def test_a_changed_host_key_is_refused_even_with_accept_new(sshd, tmp_path, acce
     assert known.read_text() == recorded
 
 
+@pytest.mark.slow
 def test_a_missing_python_on_the_device_names_the_setting(sshd, artifacts, tmp_path):
     devices = tmp_path / "devices.toml"
     devices.write_text(_entry("nopython", sshd, python="/opt/no-such-python/bin/python3"))
@@ -295,6 +300,7 @@ def mounted(tmp_path):
         subprocess.run(["umount", str(where)], check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options, needle", [("size=256k", "disk is full"), ("ro,size=1m", "read-only")])
 def test_device_storage_faults(sshd, artifacts, mounted, tmp_path, options, needle):
     workdir = mounted("device-work", options)
@@ -321,6 +327,7 @@ def test_edge_tpu_target_needs_its_compiler(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_missing_accelerators_name_what_to_install(artifacts):
     from edgeeff.devicekit import RunnerError, load_runner
 
@@ -392,6 +399,7 @@ def test_peak_memory_of_a_child_is_its_own_not_its_parents():
     assert 5 < child_mb < 200, child_mb
 
 
+@pytest.mark.slow
 def test_onnx_node_placement_is_read_from_the_runtime_profile(artifacts):
     from edgeeff.devicekit import OnnxRunner
 
@@ -400,6 +408,7 @@ def test_onnx_node_placement_is_read_from_the_runtime_profile(artifacts):
     assert set(placement) == {"CPUExecutionProvider"} and placement["CPUExecutionProvider"] > 10
 
 
+@pytest.mark.slow
 def test_a_device_entry_accelerator_is_used_for_real(sshd, artifacts, tmp_path):
     devices = tmp_path / "devices.toml"
     devices.write_text(_entry("coral", sshd, accelerator="edgetpu"))

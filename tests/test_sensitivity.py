@@ -436,6 +436,7 @@ def test_unit_costs_are_the_blocks_multiply_adds():
     assert sum(costs.values()) == count_macs(b0)  # every weighted layer belongs to a unit
 
 
+@pytest.mark.slow
 def test_quantize_alone_of_an_se_part_quantizes_it(tmp_path, lists):
     """Quantizing ``block2a_se`` alone must put quantize ops on its SE convolutions, though every other
     unit, block2a included, stays float (a block otherwise includes its SE part)."""
