@@ -15,7 +15,7 @@ cp -r "$here/calibration" "$site/edgeeff/calibration"
 export PYTHONPATH=$site
 mkdir -p "$out"
 # First without LD_LIBRARY_PATH: does onnxruntime.preload_dlls() (called by the runner) find pip's CUDA libraries alone?
-python3 - "$work/gpu-pack/onnx-fp32/model.onnx" <<'PY' 2>&1 | tee "$out/preload_only.txt" || true
+python3 - "$work/gpu-pack/onnx-fp32/model.onnx" <<'PY' 2>&1 | tee "$out/preload_only.txt"  # the probe prints its own failure; anything else stops the run
 import sys
 from edgeeff import devicekit
 try:

@@ -24,8 +24,19 @@ for t in ${TARGETS:-onnx-int8 openvino-int8 tflite-int8}; do
   edgeeff sensitivity --variant "$V" --target "$t" --images .bench-lists/eval150.txt --calibration .bench-lists/cal.txt \
     ${SENS_OPTS:-} --json "$R/$V-$t${SENS_SUFFIX:-}.json" --plot "$R/$V-$t${SENS_SUFFIX:-}.png"
 done
+# A search that fails (the budget cannot be met, or an error) must not leave an older record in its
+# place: the record is removed first, the other targets still run, and the script exits 1 naming them.
+failed=()
 for t in ${BUDGET_TARGETS:-onnx-int8 openvino-int8 tflite-int8}; do
-  edgeeff convert --variant "$V" --target "$t" --images .bench-lists/eval.txt --calibration .bench-lists/cal.txt \
+  record="$R/$V-$t-budget${SUFFIX:-}.json"
+  rm -f "$record"
+  if ! edgeeff convert --variant "$V" --target "$t" --images .bench-lists/eval.txt --calibration .bench-lists/cal.txt \
     --max-drop "${MAX_DROP:-0.3}" ${MIN_AGREEMENT:+--min-agreement "$MIN_AGREEMENT"} --sensitivity "$R/${RANKING:-$V}-$t${SENS_SUFFIX:-}.json" \
-    --out .bench-budget --json "$R/$V-$t-budget${SUFFIX:-}.json" || true
+    --out .bench-budget --json "$record"; then
+    failed+=("$t")
+  fi
 done
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "sensitivity.sh: the budget search failed for $V ${failed[*]}; no record written for them (see the edgeeff lines above)" >&2
+  exit 1
+fi

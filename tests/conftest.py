@@ -16,6 +16,19 @@ SHARED = Path(os.environ.get("EDGEEFF_SHARED", REPO.parent / "shared"))
 SAMPLE = SHARED / "data" / "imagenet-sample"
 
 
+QUICK_TIMEOUT = 300  # seconds for a test not marked slow (pyproject's timeout = 900 is for the slow ones)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers: a test that uses the loopback sshd is a ``device`` test; one not marked slow gets the
+    quick tier's tighter timeout unless it sets its own."""
+    for item in items:
+        if {"sshd", "devices_file"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.device)
+        if item.get_closest_marker("slow") is None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(QUICK_TIMEOUT))
+
+
 @pytest.fixture(scope="session")
 def sample_images() -> list[Path]:
     """The 500 real ImageNet photos, sorted by name. In CI their absence is a failure, not a skip."""

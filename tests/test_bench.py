@@ -6,6 +6,8 @@ every rendering carries the same rows, and that failures are reported, not fatal
 import csv
 import json
 
+import pytest
+
 from conftest import assert_one_line_error, run_cli
 from edgeeff.measure import Schedule, measure_in_subprocess, side_by_side, time_invocations
 
@@ -30,6 +32,7 @@ def test_a_side_by_side_worker_answers_each_request_with_its_timings(monkeypatch
     assert len(calls) == 2 + (1 + 3) + (1 + 5)  # warm-up, then one untimed settling run before each block
 
 
+@pytest.mark.slow
 def test_bench_measures_targets_and_renders_the_same_rows(tmp_path):
     out = tmp_path / "artifacts"
     files = {k: tmp_path / f"bench.{k}" for k in ("json", "csv", "md", "png")}
@@ -57,6 +60,7 @@ def test_bench_measures_targets_and_renders_the_same_rows(tmp_path):
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_a_broken_artifact_keeps_its_row(tmp_path):
     out = tmp_path / "artifacts"
     first = run_cli("bench", "--variant", TINY, "--weights", "none", "--targets", "onnx-fp32,tflite-fp32", "--out", str(out), *QUICK)
@@ -75,6 +79,7 @@ def test_a_broken_artifact_keeps_its_row(tmp_path):
     assert all("cannot load" in r["error"] and "\n" not in r["error"] for r in failed), failed
 
 
+@pytest.mark.slow
 def test_bench_bad_input():
     assert_one_line_error(run_cli("bench", "--variant", TINY, "--device", "gpu"), "no GPU here")
     assert_one_line_error(run_cli("bench", "--variant", TINY, "--device", "rpi4"), "unknown device")

@@ -23,7 +23,10 @@ KERAS_PREPROCESSING_WEIGHTS = {"efficientnet": 7, "efficientnetv2": 0}
 LITE_TRAINABLE = {"lite0": 4_652_008, "lite1": 5_416_680, "lite2": 6_092_072, "lite3": 8_197_096, "lite4": 13_006_568}
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+BIG = {"b4", "b5", "b6", "b7", "v2-s", "v2-m", "v2-l"}  # over ~20 s each to build on 2 cores
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in VARIANTS])
 def test_golden_parameter_counts(name):
     variant = VARIANTS[name]
     model = build_model(variant)
@@ -59,6 +62,7 @@ def test_paper_flops():
         assert count_macs(build_model(VARIANTS[name])) == pytest.approx(paper, rel=0.03)
 
 
+@pytest.mark.slow
 def test_flops_grow_about_two_to_the_phi():
     # The compound rule's design point: alpha * beta^2 * gamma^2 ~ 2, so FLOPs ~ 2^phi. Rounding of
     # channels, repeats (ceil) and resolution (multiple of 8) moves it; the fitted slope of

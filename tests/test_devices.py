@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -76,6 +77,18 @@ def sshd(tmp_path_factory):
     proc.wait(timeout=10)
 
 
+def runners_under(workdir: Path) -> list[int]:
+    """Pids of device-kit measure runs started from this workdir: the test's own, never another user's."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if f"{workdir}/cache/" in line and "devicekit.py measure" in line:
+            found.append(proc.info["pid"])
+    return found
+
+
 def host_key_type(sshd: dict) -> str:
     return (sshd["root"] / "host_ed25519.pub").read_text().split()[1]
 
@@ -111,6 +124,7 @@ def artifacts(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_bench_through_ssh_returns_real_figures_and_caches_artifacts(devices_file, artifacts, tmp_path):
     first, second = tmp_path / "first.json", tmp_path / "second.json"
     for report in (first, second):
@@ -127,6 +141,7 @@ def test_bench_through_ssh_returns_real_figures_and_caches_artifacts(devices_fil
     assert json.loads(second.read_text())["devices"]["loopback"]["uploaded_bytes"] == 0  # cached by content on the device
 
 
+@pytest.mark.slow
 def test_eval_on_the_device_matches_the_local_runtime(devices_file, artifacts, few_images, tmp_path):
     folder = next(artifacts.glob("*tflite-fp32"))
     listing = tmp_path / "images.txt"
@@ -154,6 +169,7 @@ def test_devices_list_and_check(devices_file):
     assert bare.returncode == 1 and "-m pip install numpy ai-edge-litert" in bare.stderr
 
 
+@pytest.mark.slow
 def test_a_device_without_a_runtime_fails_with_the_pip_command(devices_file, artifacts, tmp_path):
     """Two devices at once (concurrently): one row per device and target; the bare one fails alone."""
     report = tmp_path / "rows.json"
@@ -166,6 +182,7 @@ def test_a_device_without_a_runtime_fails_with_the_pip_command(devices_file, art
     assert rows["loopback"]["median_ms"] > 0 and "pip install" in rows["bare"]["error"]
 
 
+@pytest.mark.slow
 def test_a_run_past_its_timeout_is_stopped_on_the_device(sshd, artifacts, tmp_path):
     devices = tmp_path / "devices.toml"
     devices.write_text(_entry("hasty", sshd, run_timeout=4))
@@ -176,9 +193,10 @@ def test_a_run_past_its_timeout_is_stopped_on_the_device(sshd, artifacts, tmp_pa
     assert done.returncode == 1
     assert "longer than 4 s" in json.loads(report.read_text())["rows"][0]["error"]
     time.sleep(1)
-    assert subprocess.run(["pgrep", "-f", "devicekit.py measure"], capture_output=True).returncode == 1  # killed there too
+    assert runners_under(sshd["root"] / "work" / "hasty") == []  # killed there too
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry, needle", [
     ("refused", "connection refused"),
     ("stranger", "--accept-new-host-key"),
@@ -188,6 +206,32 @@ def test_connection_faults_are_one_line(devices_file, artifacts, entry, needle):
     done = run_cli("bench", "--device", entry, "--devices-file", str(devices_file), "--variant", TINY, "--weights", "none",
                    "--targets", "tflite-fp32", "--out", str(artifacts), *QUICK)
     assert_one_line_error(done, needle)
+
+
+@pytest.mark.parametrize("accept_new", [False, True])
+def test_a_changed_host_key_is_refused_even_with_accept_new(sshd, tmp_path, accept_new):
+    """known_hosts holds another ed25519 key for this host:port (a reinstalled device, or someone in
+    between): refused with one line that says CHANGED and how to remove the old key; never overwritten."""
+    known = tmp_path / "known_hosts"
+    impostor = (sshd["root"] / "stranger_ed25519.pub").read_text().split()
+    known.write_text(f"[127.0.0.1]:{sshd['port']} {impostor[0]} {impostor[1]}\n")
+    recorded = known.read_text()
+    devices = tmp_path / "devices.toml"
+    devices.write_text(_entry("moved", sshd, known_hosts=str(known)))
+    done = run_cli("devices", "check", "moved", "--devices-file", str(devices), *(["--accept-new-host-key"] if accept_new else []))
+    assert_one_line_error(done, "host key", "has CHANGED", f"ssh-keygen -R '[127.0.0.1]:{sshd['port']}'")
+    assert known.read_text() == recorded
+
+
+@pytest.mark.slow
+def test_a_missing_python_on_the_device_names_the_setting(sshd, artifacts, tmp_path):
+    devices = tmp_path / "devices.toml"
+    devices.write_text(_entry("nopython", sshd, python="/opt/no-such-python/bin/python3"))
+    checked = run_cli("devices", "check", "nopython", "--devices-file", str(devices))
+    assert_one_line_error(checked, "python '/opt/no-such-python/bin/python3' not found on the device", "set python in the devices file")
+    done = run_cli("bench", "--device", "nopython", "--devices-file", str(devices), "--variant", TINY, "--weights", "none",
+                   "--targets", "tflite-fp32", "--out", str(artifacts), *QUICK)
+    assert_one_line_error(done, "python '/opt/no-such-python/bin/python3' not found on the device", "set python in the devices file")
 
 
 def test_accepting_a_new_host_key_records_it(sshd, tmp_path):
@@ -203,17 +247,20 @@ def test_accepting_a_new_host_key_records_it(sshd, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_runner_killed_mid_run_is_a_failed_row_and_the_run_goes_on(devices_file, artifacts, tmp_path):
     report = tmp_path / "rows.json"
+    workdir = devices_file.parent / "work" / "slow"  # the "slow" entry's own workdir: only its runners are killed
     killed = []
 
     def kill_first_runner():
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
-            found = subprocess.run(["pgrep", "-f", "devicekit.py measure"], capture_output=True, text=True).stdout.split()
+            found = runners_under(workdir)
             if found:
                 time.sleep(1.0)  # let it load and start timing
-                subprocess.run(["kill", "-9", *found])
+                for pid in found:
+                    os.kill(pid, signal.SIGKILL)
                 killed.extend(found)
             time.sleep(0.2)
 
@@ -226,7 +273,10 @@ def test_a_runner_killed_mid_run_is_a_failed_row_and_the_run_goes_on(devices_fil
     assert killed and done.returncode == 1, done.stderr[-2000:]
     rows = {r["target"]: r for r in json.loads(report.read_text())["rows"]}
     assert "killed" in rows["tflite-fp32"]["error"] and rows["onnx-fp32"]["median_ms"] > 0
-    assert not list((Path(json.loads(report.read_text())["devices"]["slow"]["python_executable"]).parent).glob("*.part"))
+    # uploads go to WORKDIR/cache/<sha>/.NAME.part and are renamed: every file arrived whole, no .part is left
+    uploaded = sorted(p.name for p in workdir.glob("cache/*/*"))
+    assert "devicekit.py" in uploaded and any(name.endswith(".tflite") for name in uploaded), uploaded
+    assert not [p for p in workdir.rglob("*") if p.name.endswith(".part")], uploaded
 
 
 @pytest.fixture
@@ -250,6 +300,7 @@ def mounted(tmp_path):
         subprocess.run(["umount", str(where)], check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options, needle", [("size=256k", "disk is full"), ("ro,size=1m", "read-only")])
 def test_device_storage_faults(sshd, artifacts, mounted, tmp_path, options, needle):
     workdir = mounted("device-work", options)
@@ -276,6 +327,7 @@ def test_edge_tpu_target_needs_its_compiler(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_missing_accelerators_name_what_to_install(artifacts):
     from edgeeff.devicekit import RunnerError, load_runner
 
@@ -347,6 +399,7 @@ def test_peak_memory_of_a_child_is_its_own_not_its_parents():
     assert 5 < child_mb < 200, child_mb
 
 
+@pytest.mark.slow
 def test_onnx_node_placement_is_read_from_the_runtime_profile(artifacts):
     from edgeeff.devicekit import OnnxRunner
 
@@ -355,6 +408,7 @@ def test_onnx_node_placement_is_read_from_the_runtime_profile(artifacts):
     assert set(placement) == {"CPUExecutionProvider"} and placement["CPUExecutionProvider"] > 10
 
 
+@pytest.mark.slow
 def test_a_device_entry_accelerator_is_used_for_real(sshd, artifacts, tmp_path):
     devices = tmp_path / "devices.toml"
     devices.write_text(_entry("coral", sshd, accelerator="edgetpu"))

@@ -24,7 +24,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("b3", "v2-s") else n for n in CASES])
 def test_outputs_match_keras_applications(name, few_images):
     ctor, mean, std = CASES[name]
     variant = resolve(name)

@@ -78,6 +78,7 @@ def _quantize_ops(meta, tmp_path) -> int:
     return -len(meta["conversion"]["float_ops"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8", "tflite-int8"])
 def test_float_blocks_change_the_artifact_in_each_backend(target, tmp_path, lists):
     plain = convert(SMALL, target, weights="lite0-pypi", out=tmp_path / "plain", calibration=lists["calib"], images=lists["eval"],
@@ -93,6 +94,7 @@ def test_float_blocks_change_the_artifact_in_each_backend(target, tmp_path, list
         assert "FULLY_CONNECTED" in names and not kept["conversion"]["unexpected_float_ops"], names
 
 
+@pytest.mark.slow
 def test_sensitivity_cli_table_json_and_plot(tmp_path, lists):
     report, plot = tmp_path / "s.json", tmp_path / "s.png"
     done = run_cli("sensitivity", "--variant", SMALL, "--target", "onnx-int8", "--images", str(lists["eval"]), "--calibration",
@@ -109,7 +111,10 @@ def test_sensitivity_cli_table_json_and_plot(tmp_path, lists):
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_budget_keeps_the_fewest_blocks_in_float(tmp_path, lists):
+@pytest.mark.slow
+def test_budget_met_by_plain_int8_keeps_nothing_in_float(tmp_path, lists):
+    """A budget plain int8 meets: nothing in float, one step, one artifact published. (Which blocks the
+    search keeps when some must be float: the rule-scored tests below, and the impossible case next.)"""
     ranking = tmp_path / "ranking.json"
     ranking.write_text(json.dumps({"ranking": ["block6a", "head", "block2a"]}))
     out = tmp_path / "out"
@@ -123,13 +128,31 @@ def test_budget_keeps_the_fewest_blocks_in_float(tmp_path, lists):
     assert "kept in float: nothing (plain int8 meets the budget); top-1 drop" in done.stdout and "of it kept)" in done.stdout
     assert len(budget["result"]["drop_ci95_points"]) == 2 and budget["float_macs_fraction"] == 0.0
     assert [p.name for p in out.iterdir()] == ["lite0_resolution64-onnx-int8"]  # trials cleaned up, one artifact published
+
+
+@pytest.mark.slow
+def test_budget_that_no_ranked_block_can_meet_writes_nothing(tmp_path, lists):
+    """Calibrated on noise, int8 Lite0 disagrees with fp32 on most photos (the gate test's noise
+    artifact: agreement far under 0.8); one block in float cannot bring 20 of 20 back. Exit 2, one
+    line, every trial removed."""
+    import numpy as np
+    from PIL import Image
+
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(noise / f"noise{i}.png")
+    ranking = tmp_path / "ranking.json"
+    ranking.write_text(json.dumps({"ranking": ["block6a"]}))
+    out = tmp_path / "none"
     impossible = run_cli("convert", "--variant", SMALL, "--target", "onnx-int8", "--images", str(lists["eval"]), "--calibration",
-                         str(lists["calib"]), "--min-agreement", "1.0", "--sensitivity", str(ranking), "--out", str(tmp_path / "none"))
-    if impossible.returncode != 0:  # agreement 1.0 is met only if the three blocks suffice; else nothing is written
-        assert_one_line_error(impossible, "cannot be met even with all 3 ranked blocks in float")
-        assert not [p for p in (tmp_path / "none").iterdir() if not p.name.startswith(".")]
+                         str(noise), "--min-agreement", "1.0", "--sensitivity", str(ranking), "--out", str(out))
+    assert_one_line_error(impossible, "cannot be met even with all 1 ranked blocks in float", "nothing was written")
+    assert not out.exists() or not [p for p in out.iterdir()]
 
 
+@pytest.mark.slow
 def test_budget_bad_input(tmp_path, lists):
     base = ["convert", "--variant", SMALL, "--calibration", str(lists["calib"]), "--out", str(tmp_path)]
     assert_one_line_error(run_cli(*base, "--target", "onnx-int8", "--images", str(lists["eval"]), "--max-drop", "0.3"),
@@ -146,6 +169,7 @@ def test_budget_bad_input(tmp_path, lists):
     assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_calibrate_sweep_cli(tmp_path, lists):
     report, plot = tmp_path / "sweep.json", tmp_path / "sweep.png"
     done = run_cli("calibrate-sweep", "--variant", SMALL, "--target", "onnx-int8", "--calibration", str(lists["calib"]),
@@ -157,6 +181,35 @@ def test_calibrate_sweep_cli(tmp_path, lists):
     assert data["preprocessing_check"]["identical"] is True and plot.read_bytes()[:4] == b"\x89PNG"
     assert_one_line_error(run_cli("calibrate-sweep", "--target", "tflite-int8", "--calibration", str(lists["calib"]), "--images",
                                   str(lists["eval"]), "--methods", "entropy"), "one calibration method")
+
+
+# A calibration pipeline that feeds other pixels than evaluation (here: every calibration view upside
+# down, the kind of bug the check exists for), injected into a real `edgeeff calibrate-sweep` process.
+_SKEWED_CALIBRATION = """
+import sys
+from PIL import Image
+import edgeeff.calibration.source as source
+_crop = source.crop_and_resize
+source.crop_and_resize = lambda image, resolution, card: _crop(image.transpose(Image.Transpose.FLIP_TOP_BOTTOM), resolution, card)
+from edgeeff.cli import main
+sys.argv = ["edgeeff", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_calibrate_sweep_exits_1_when_calibration_sees_other_pixels(tmp_path, lists):
+    import subprocess
+    import sys
+
+    report = tmp_path / "sweep.json"
+    done = subprocess.run([sys.executable, "-c", _SKEWED_CALIBRATION, "calibrate-sweep", "--variant", SMALL, "--target", "onnx-int8",
+                           "--calibration", str(lists["calib"]), "--images", str(lists["eval"]), "--counts", "4", "--methods", "minmax",
+                           "--json", str(report)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "preprocessing on 8 images, fp32 logits: DIFFERENT" in " ".join(done.stderr.split()), done.stderr[-2000:]
+    check = json.loads(report.read_text())["preprocessing_check"]
+    assert check["identical"] is False and check["max_abs_logit_diff"] > 0 and check["pixels_max_abs_diff"] > 0
 
 
 class _RuleTrials:
@@ -177,6 +230,7 @@ class _RuleTrials:
                                "top1_keras": 0.9, "top1_artifact": 0.9 - drop / 100}}
 
 
+@pytest.mark.slow
 def test_budget_settings_reach_the_backend_once(tmp_path, lists):
     from edgeeff.sensitivity import Trials
     from edgeeff.targets.base import get_target
@@ -288,6 +342,7 @@ def test_backend_search_adopts_nncf_float_layers_only_when_they_hold():
     assert _backend_search(_RuleTrials(set()), {}, 0.3, None, settled(), lambda m: None)[2] is False  # a backend without one
 
 
+@pytest.mark.slow
 def test_openvino_budget_takes_nncf_accuracy_control_end_to_end(tmp_path, lists):
     """The real thing on a tiny Lite0: plain int8 (fast bias correction, the user's choice, so the
     settings pass has nothing to try) misses 90 % agreement on 20 photos; NNCF reverts single
@@ -381,6 +436,7 @@ def test_unit_costs_are_the_blocks_multiply_adds():
     assert sum(costs.values()) == count_macs(b0)  # every weighted layer belongs to a unit
 
 
+@pytest.mark.slow
 def test_quantize_alone_of_an_se_part_quantizes_it(tmp_path, lists):
     """Quantizing ``block2a_se`` alone must put quantize ops on its SE convolutions, though every other
     unit, block2a included, stays float (a block otherwise includes its SE part)."""
