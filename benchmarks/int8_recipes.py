@@ -72,6 +72,31 @@ def noise_folder(root: Path, count: int = 32, seed: int = 0) -> Path:
     return folder
 
 
+def render(payload: dict, stem: str) -> None:
+    """The Markdown tables of a results JSON (the README quotes them)."""
+    from edgeeff import fsio, report
+
+    rows, rule_rows = payload["rows"], payload.get("validation_rule", [])
+    md = [f"Int8 recipes on {payload['cpu']} ({payload['cpu_profile']}: {', '.join(payload['cpu_features'])}); real weights "
+          f"({', '.join(sorted({r['weights'] for r in rows}))}), calibrated on 200 photos of the shared sample, scored against Keras "
+          f"fp32 on the {payload['held_out_images']} others (benchmarks/int8_recipes.py)\n",
+          report.to_markdown([{**r, "options": ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"} for r in rows],
+                             [("variant", "variant"), ("target", "target"), ("setting", "setting"), ("options", "options"),
+                              ("calibration_images", "calibration images"), ("agreement", "agreement"), ("drop_points", "top-1 drop (points)"),
+                              ("drop_ci95_points", "paired 95% CI"), ("ties", "tied top-1"), ("cosine", "cosine"),
+                              ("median_ms", "median ms"), ("speedup_vs_fp32", "x fp32")])]
+    if rule_rows:
+        md += ["\nValidation rule: the recipe artifact calibrated on the shared sample (healthy) and on noise (broken), "
+               "validated on the embedded photos as `edgeeff convert` does without --images, then scored on the held-out photos"
+               + (f" ({payload['validation_rule_note']})" if payload.get("validation_rule_note") else "") + "\n",
+               report.to_markdown(rule_rows, [("variant", "variant"), ("target", "target"), ("artifact", "artifact"),
+                                              ("embedded_images", "embedded photos"), ("embedded_cosine", "cosine (embedded)"),
+                                              ("embedded_agreement", "agreement (embedded)"), ("held_out_agreement", "agreement (held out)"),
+                                              ("held_out_cosine", "cosine (held out)"), ("held_out_drop_points", "top-1 drop (held out)"),
+                                              ("refused_by", "refused by validation")])]
+    fsio.write_text(RESULTS / f"{stem}.md", "\n".join(md))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="lite0")
@@ -79,9 +104,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="Side-by-side rounds of fresh process triples.")
     parser.add_argument("--stem", default=None, help="Results file stem (default int8_recipes_<cpu profile>).")
     parser.add_argument("--skip-validation-rule", action="store_true")
+    parser.add_argument("--render", action="store_true", help="Only write the Markdown again from the stem's JSON.")
     args = parser.parse_args()
+    if args.render:
+        from edgeeff.cpu import local_profile
 
-    from edgeeff import devicekit, fsio, report
+        stem = args.stem or f"int8_recipes_{local_profile().name}"
+        render(json.loads((RESULTS / f"{stem}.json").read_text()), stem)
+        return 0
+
+    from edgeeff import devicekit, fsio
     from edgeeff.convert import convert
     from edgeeff.cpu import local_profile
     from edgeeff.data import list_samples, split, write_list
@@ -145,24 +177,7 @@ def main() -> int:
                "calibration": "shared sample, seeded split 0.4 (200 calibration photos)", "held_out_images": len(held),
                "rows": rows, "validation_rule": rule_rows}
     fsio.write_text(RESULTS / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
-    md = [f"Int8 recipes on {payload['cpu']} ({profile.name}: {', '.join(payload['cpu_features'])}); real weights "
-          f"({', '.join(sorted({r['weights'] for r in rows}))}), "
-          f"calibrated on 200 photos of the shared sample, scored against Keras fp32 on the {len(held)} others "
-          "(benchmarks/int8_recipes.py)\n",
-          report.to_markdown([{**r, "options": ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"} for r in rows],
-                             [("variant", "variant"), ("target", "target"), ("setting", "setting"), ("options", "options"),
-                              ("calibration_images", "calibration images"), ("agreement", "agreement"), ("drop_points", "top-1 drop (points)"),
-                              ("drop_ci95_points", "paired 95% CI"), ("ties", "tied top-1"), ("cosine", "cosine"),
-                              ("median_ms", "median ms"), ("speedup_vs_fp32", "x fp32")])]
-    if rule_rows:
-        md += ["\nValidation rule: the recipe artifact calibrated on the shared sample (healthy) and on noise (broken), "
-               "validated on the embedded photos as `edgeeff convert` does without --images, then scored on the held-out photos\n",
-               report.to_markdown(rule_rows, [("variant", "variant"), ("target", "target"), ("artifact", "artifact"),
-                                              ("embedded_images", "embedded photos"), ("embedded_cosine", "cosine (embedded)"),
-                                              ("embedded_agreement", "agreement (embedded)"), ("held_out_agreement", "agreement (held out)"),
-                                              ("held_out_cosine", "cosine (held out)"), ("held_out_drop_points", "top-1 drop (held out)"),
-                                              ("refused_by", "refused by validation")])]
-    fsio.write_text(RESULTS / f"{stem}.md", "\n".join(md))
+    render(payload, stem)
     print(RESULTS / f"{stem}.md")
     return 0
 

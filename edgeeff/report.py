@@ -45,11 +45,11 @@ def fmt(value: Any, key: str | None = None, row: dict | None = None) -> str:
         return "yes" if value else "no"
     if key == "weights":
         return weights_text(value)
-    if isinstance(value, (list, tuple)) and key and key.endswith("_ci95") and len(value) == 2:
+    if isinstance(value, (list, tuple)) and key and ("_ci95" in key) and len(value) == 2:
         lo, hi = value
         return f"{percent(lo)} to {percent(hi)}" if key.startswith("top1") else f"{lo:+.2f} to {hi:+.2f}"
     if isinstance(value, (int, float)) and key:
-        if key in PERCENT_KEYS:
+        if key in PERCENT_KEYS or key.endswith("_agreement"):
             text = percent(value)
             n = next((row[k] for k in COUNT_KEYS if row and isinstance(row.get(k), int)), None)
             if "agreement" in key and n:
@@ -59,7 +59,7 @@ def fmt(value: Any, key: str | None = None, row: dict | None = None) -> str:
             return f"{value:,.2f}"
         if key == "seconds" or key.endswith("_seconds"):
             return f"{value:,.1f}"
-        if key in COSINE_KEYS:
+        if key in COSINE_KEYS or key.endswith("_cosine"):
             return f"{value:.4f}"
         if key in ("mean_kl", "max_rel_diff"):
             return f"{value:.2e}"

@@ -33,7 +33,7 @@ def lists(tmp_path_factory, sample_images):
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["keras-fp32", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "onnx-fp32", "openvino-fp32", "openvino-fp16"])
 def test_float_targets_match_keras(target, tmp_path, lists):
-    meta = convert(TINY, target, out=tmp_path, images=lists["eval"])
+    meta = convert(TINY, target, weights="none", out=tmp_path, images=lists["eval"])
     val = meta["validation"]
     assert val["failures"] == [] and val["images"] == 24
     if meta["precision"] == "fp32":
@@ -78,7 +78,7 @@ def test_onnx_preprocessing_is_rewritten_with_the_same_outputs(tmp_path):
 @pytest.mark.slow
 def test_openvino_converts_under_a_folder_with_a_comma(tmp_path, lists):
     """OpenVINO reads a comma in a model path as a list of files; --out a,b must still work."""
-    meta = convert(TINY, "openvino-fp32", out=tmp_path / "runs,v2", images=lists["eval"])
+    meta = convert(TINY, "openvino-fp32", weights="none", out=tmp_path / "runs,v2", images=lists["eval"])
     assert meta["validation"]["max_rel_diff"] <= 1e-4 and (tmp_path / "runs,v2" / os.path.basename(meta["path"])).is_dir()
 
 
@@ -140,8 +140,8 @@ def test_small_calibration_sets_get_views_of_each_photo(few_images):
 
 
 def test_same_inputs_reuse_the_artifact(tmp_path, lists):
-    first = convert(TINY, "onnx-fp32", out=tmp_path, images=lists["eval"])
-    again = convert(TINY, "onnx-fp32", out=tmp_path, images=lists["eval"])
+    first = convert(TINY, "onnx-fp32", weights="none", out=tmp_path, images=lists["eval"])
+    again = convert(TINY, "onnx-fp32", weights="none", out=tmp_path, images=lists["eval"])
     assert again.get("reused") and again["content_key"] == first["content_key"]
 
 
@@ -151,22 +151,22 @@ def test_the_keras_reference_is_reused_only_for_the_same_images(tmp_path, lists,
     computed once. A different set (or model) must never be served the cached logits."""
     from edgeeff import convert as conv
 
-    first = convert(TINY, "onnx-fp32", out=tmp_path / "a", images=lists["eval"])
+    first = convert(TINY, "onnx-fp32", weights="none", out=tmp_path / "a", images=lists["eval"])
     assert len(conv._REFERENCE) == 1
     (key,) = conv._REFERENCE
-    cached = convert(TINY, "openvino-fp32", out=tmp_path / "b", images=lists["eval"])  # served from the cache
+    cached = convert(TINY, "openvino-fp32", weights="none", out=tmp_path / "b", images=lists["eval"])  # served from the cache
     assert list(conv._REFERENCE) == [key] and cached["validation"]["max_rel_diff"] <= 1e-4
     assert cached["validation"]["top1_keras"] == first["validation"]["top1_keras"]
     four = write_list(list_samples(few_images[0].parent)[::125], tmp_path / "four.txt")
-    other = convert(TINY, "onnx-fp32", out=tmp_path / "c", images=four)
+    other = convert(TINY, "onnx-fp32", weights="none", out=tmp_path / "c", images=four)
     assert other["validation"]["images"] == 4 and list(conv._REFERENCE) != [key] and other["validation"]["max_rel_diff"] <= 1e-4
-    wider = convert("lite0:width=0.3,depth=0.25,resolution=64", "onnx-fp32", out=tmp_path / "d", images=four)
+    wider = convert("lite0:width=0.3,depth=0.25,resolution=64", "onnx-fp32", weights="none", out=tmp_path / "d", images=four)
     assert wider["validation"]["max_rel_diff"] <= 1e-4  # another model, same images: its own reference
 
 
 def test_calibration_overlapping_evaluation_is_refused(tmp_path, lists):
     with pytest.raises(EdgeeffError, match="overlaps the evaluation images in 48 file"):
-        convert(TINY, "onnx-int8", out=tmp_path, calibration=lists["calib"], images=lists["calib"])
+        convert(TINY, "onnx-int8", weights="none", out=tmp_path, calibration=lists["calib"], images=lists["calib"])
 
 
 def test_overlap_is_found_by_content_under_other_names(tmp_path, lists):
