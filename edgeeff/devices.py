@@ -45,6 +45,19 @@ class Device:
     workdir: str = ".cache/edgeeff"  # relative to the login directory, or absolute
     connect_timeout: float = 10.0
     run_timeout: float = 900.0
+    emulated: bool = False  # an emulated board (``edgeeff devices emulate``): its arithmetic is the ARM build's, its timing is not
+
+    @property
+    def marks(self) -> dict:
+        """What every row measured on this device must carry so it is not read as something it is not:
+        an emulated board's latency is the emulator's, not the board's."""
+        return {"emulated": True} if self.emulated else {}
+
+    @property
+    def caveat(self) -> str:
+        """One line for titles and reports beside this device's rows (empty for a real device)."""
+        return (f"{self.name} is emulated (qemu-user): outputs are the ARM build's own, latency is the emulator's, "
+                "not a board's") if self.emulated else ""
 
     @property
     def remote(self) -> bool:
@@ -111,6 +124,7 @@ def default_devices_file() -> Path:
 
 _TYPES = {f.name: f.type for f in fields(Device)}
 _NUMBERS = {"port": int, "connect_timeout": float, "run_timeout": float}
+_FLAGS = {"emulated"}
 
 
 def _entry(name: str, table: dict, source: Path) -> Device:
@@ -130,6 +144,9 @@ def _entry(name: str, table: dict, source: Path) -> Device:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise EdgeeffError(f"{source}: [devices.{name}] {key} must be a positive number, got {value!r}")
             value = _NUMBERS[key](value)
+        elif key in _FLAGS:
+            if not isinstance(value, bool):
+                raise EdgeeffError(f"{source}: [devices.{name}] {key} must be true or false, got {value!r}")
         elif not isinstance(value, str):
             raise EdgeeffError(f"{source}: [devices.{name}] {key} must be a string, got {value!r}")
         values[key] = value
