@@ -221,7 +221,7 @@ def usable_local_devices() -> list[Device]:
     return [d for d in LOCAL_DEVICES.values() if d.accelerator != "gpu" or gpu_backends()]
 
 
-def _read_table(path: Path) -> dict:
+def read_table(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
@@ -243,7 +243,7 @@ def add_device(name: str, settings: dict, devices_file: str | Path | None = None
     _entry(name, settings, path)  # the loader's own checks: unknown keys, types, accelerator, runtime
     if path.is_file():
         load_devices(path)  # refuse to rewrite a file that does not load as it is
-    data = _read_table(path)
+    data = read_table(path)
     table = data.setdefault("devices", {})
     if name in table and not replace:
         raise EdgeeffError(f"{path} already has a device {name!r}; pass --replace to overwrite it, or choose another name")
@@ -258,7 +258,7 @@ def remove_device(name: str, devices_file: str | Path | None = None) -> Path:
     from edgeeff import fsio
 
     path = Path(devices_file).expanduser() if devices_file else default_devices_file()
-    data = _read_table(path)
+    data = read_table(path)
     if name not in data.get("devices", {}):
         present = ", ".join(data.get("devices", {})) or "none"
         raise EdgeeffError(f"no device {name!r} in {path} (devices there: {present})")

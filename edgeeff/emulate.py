@@ -47,10 +47,11 @@ class Board:
     python_version: str  # the suite's python3, which the wheels must fit
     qemu_cpu: str  # the CPU qemu emulates (QEMU_CPU in every session): its features pick the runtimes' kernels
     # What the root needs beyond Debian's Essential set: python3 and its venv module (pip comes from
-    # ensurepip's bundled wheel), procps for pkill (a run past its timeout is killed on the device).
+    # ensurepip's bundled wheel), libstdc++6 (the runtimes' wheels link it; Essential lacks it), procps for
+    # pkill (a run past its timeout is killed on the device).
     # No apt, no ca-certificates, no python3-pip: nothing in the root downloads, and every maintainer
     # script runs under qemu (ca-certificates' alone takes minutes).
-    packages: tuple[str, ...] = ("python3", "python3-venv", "procps")
+    packages: tuple[str, ...] = ("python3", "python3-venv", "libstdc++6", "procps")
     runtimes: tuple[str, ...] = ("numpy", "ai-edge-litert", "onnxruntime")
     venv: str = "/root/edgeeff-venv"  # inside the root
 
@@ -157,6 +158,7 @@ def build_root(board: Board):
     def build(staging: Path, say) -> None:
         say(f"building the {board.debian_arch} Debian {board.suite} root with mmdebstrap (a few minutes)")
         _run(["mmdebstrap", "--quiet", "--variant=essential", f"--arch={board.debian_arch}", f"--include={','.join(board.packages)}",
+              "--aptopt=APT::Install-Recommends \"false\"",  # python3.11 recommends ca-certificates: minutes of qemu
               "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
               "--dpkgopt=path-exclude=/usr/share/locale/*", board.suite, str(staging)], "mmdebstrap",
              "check that Debian's mirror (deb.debian.org) is reachable and qemu-user-static is enabled")
@@ -250,7 +252,7 @@ def sshd_pid(keys: Path) -> int | None:
     """The pid of this board's sshd if it runs (its pid file names a live sshd started with our config)."""
     try:
         pid = int((keys / "sshd.pid").read_text().split()[0])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()  # sshd rewrites it: "sshd: /usr/sbin/sshd -f CONFIG ... [listener]"
     except (OSError, ValueError, IndexError):
         return None
     return pid if str(keys / "sshd_config").encode() in cmdline else None
@@ -339,11 +341,15 @@ def device_settings(board: Board, cache: Path, port: int) -> dict:
 def up(board: Board, name: str, cache: Path, devices_file: str | Path | None, say=lambda text: None, cpu: str | None = None) -> dict:
     """Build what is missing (root, wheels, keys), start sshd if it is not running, write the device
     entry and install the runtimes if the venv is not there yet. Returns timings and the probe."""
-    from edgeeff.devices import _read_table, add_device, default_devices_file, get_device
+    from edgeeff.devices import read_table, add_device, default_devices_file, get_device
 
     check_prerequisites(board, cache)
+    cpu = cpu or board.qemu_cpu
+    known = emulated_cpus(board)
+    if known and cpu not in known:
+        raise EdgeeffError(f"--cpu {cpu!r} is not a CPU this qemu emulates; choose one of {', '.join(known)}")
     path = Path(devices_file).expanduser() if devices_file else default_devices_file()
-    existing = _read_table(path).get("devices", {}).get(name)
+    existing = read_table(path).get("devices", {}).get(name)
     if existing is not None and existing.get("emulated") is not True:
         raise EdgeeffError(f"{path} already has a real device {name!r}: give the emulated one another name (--name {name}-emu)")
     timings = {}
@@ -355,10 +361,6 @@ def up(board: Board, name: str, cache: Path, devices_file: str | Path | None, sa
     timings["wheels_s"] = round(time.perf_counter() - mark, 1)
     keys = _staged(cache, "ssh", make_keys, say)
     mark = time.perf_counter()
-    cpu = cpu or board.qemu_cpu
-    known = emulated_cpus(board)
-    if known and cpu not in known:
-        raise EdgeeffError(f"--cpu {cpu!r} is not a CPU this qemu emulates; choose one of {', '.join(known)}")
     port = start_sshd(root, keys, cpu, say)
     timings["sshd_s"] = round(time.perf_counter() - mark, 1)
     settings = device_settings(board, cache, port)

@@ -66,7 +66,8 @@ def setup_script(venv: str, requirements: list[str], find_links: str | None) -> 
         "fi",
         f'"$V/bin/python" -m pip install --disable-pip-version-check -q {index}{" ".join(map(shlex.quote, requirements))} 2>&1 | tail -5 >&2',
         'test "${PIPESTATUS[0]}" = 0 || { [ -e "$V/' + PARTIAL + '" ] && rm -rf "$V"; fail "pip install failed on the device (its last lines are above)"; }',
-        f'"$V/bin/python" -c {shlex.quote(check)} || {{ [ -e "$V/{PARTIAL}" ] && rm -rf "$V"; fail "the installed packages do not import on the device"; }}',
+        f'err=$("$V/bin/python" -c {shlex.quote(check)} 2>&1) || {{ [ -e "$V/{PARTIAL}" ] && rm -rf "$V"; '
+        'fail "the installed packages do not import on the device: $(echo "$err" | tail -1)"; }',
         f'rm -f "$V/{PARTIAL}"',
     ])
 

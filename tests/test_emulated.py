@@ -128,3 +128,14 @@ def test_bench_and_eval_on_the_emulated_rpi_say_emulated(emulated, few_images, t
 
 def test_compare_local_needs_a_remote_device(tmp_path):
     assert_one_line_error(run_cli("eval", str(tmp_path), "--compare-local"), "--compare-local")
+
+
+def test_emulate_bad_input_is_one_line(tmp_path):
+    assert_one_line_error(run_cli("devices", "emulate", "rpj"), "did you mean 'rpi'")
+    from edgeeff import emulate
+
+    board = emulate.get_board("rpi")
+    if emulate.missing_prerequisite(board, emulate.default_cache(board)) is None:
+        done = run_cli("devices", "emulate", "rpi", "--cpu", "cortex-a99", "--devices-file", str(tmp_path / "d.toml"))
+        assert_one_line_error(done, "cortex-a76")
+        assert not (tmp_path / "d.toml").exists()
