@@ -66,7 +66,8 @@ def main(argv: list[str]) -> int:
         listing = Path(scratch) / "images.txt"
         names = image_list(args.images, args.count, listing)
         check = Path(scratch) / "check.json"
-        subprocess.run([sys.executable, "-m", "edgeeff.cli", "devices", "check", *device_args, "--json", str(check)], check=True,
+        file_args = ["--devices-file", args.devices_file] if args.devices_file else []
+        subprocess.run([sys.executable, "-m", "edgeeff.cli", "devices", "check", args.device, *file_args, "--json", str(check)], check=True,
                        capture_output=True)
         device_info = json.loads(check.read_text())["rows"][0]
         for target in targets:

@@ -119,20 +119,22 @@ def check_prerequisites(board: Board, cache: Path) -> None:
 # --------------------------------------------------------------------------- building the pieces
 
 
-def _staged(cache: Path, name: str, build, say) -> Path:
+def _staged(cache: Path, name: str, build, say, mode: int = 0o755) -> Path:
     """``cache/name``, built by ``build(staging)`` in a temp folder beside it and renamed into place;
-    a failed or interrupted build removes its temp folder."""
+    a failed or interrupted build removes its temp folder. Root-owned and not writable by others
+    (``mode``), as sshd's ChrootDirectory requires of every component of the root's path."""
     final = cache / name
     if final.is_dir():
         return final
     cache.mkdir(parents=True, exist_ok=True)
-    for stale in cache.glob(f".{name}-*"):  # an earlier run killed mid-build
-        _remove_tree(stale)
+    for stale in cache.glob(f".{name}-*"):  # an earlier run killed mid-build (a live one's pid is in the name)
+        if not Path(f"/proc/{stale.name.rsplit('-', 1)[-1]}").exists():
+            _remove_tree(stale)
     staging = cache / f".{name}-{os.getpid()}"
-    staging.mkdir(mode=0o755)
+    staging.mkdir(mode=0o700)
     try:
         build(staging, say)
-        os.chmod(staging, 0o755)
+        os.chmod(staging, mode)
         staging.rename(final)
     except BaseException:
         _remove_tree(staging)
@@ -195,7 +197,6 @@ def make_keys(staging: Path, say) -> None:
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"edgeeff-emulated-{name}", "-f", str(staging / name)],
              "ssh-keygen", "apt-get install openssh-client")
     (staging / "authorized_keys").write_text((staging / "user_ed25519.pub").read_text())
-    os.chmod(staging, 0o700)
 
 
 # --------------------------------------------------------------------------- the running sshd
@@ -359,7 +360,7 @@ def up(board: Board, name: str, cache: Path, devices_file: str | Path | None, sa
     mark = time.perf_counter()
     wheels = _staged(cache, "wheels", fetch_wheels(board), say)
     timings["wheels_s"] = round(time.perf_counter() - mark, 1)
-    keys = _staged(cache, "ssh", make_keys, say)
+    keys = _staged(cache, "ssh", make_keys, say, mode=0o700)
     mark = time.perf_counter()
     port = start_sshd(root, keys, cpu, say)
     timings["sshd_s"] = round(time.perf_counter() - mark, 1)
