@@ -950,7 +950,7 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
     columns = [("device", "device"), ("target", "target"), ("top1", "top-1"), ("agreement", "agreement"), ("size_mb", "MB"),
                ("init_ms", "init ms"), ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("speedup_vs_fp32", "x fp32"),
                ("executed_on", "ran on"), ("executed_precision", "ran as"), ("error", "error")]
-    columns[1:1] = [("emulated", "emulated")]
+    columns[2:2] = [("emulated", "emulated")]  # after the target: rows from an emulated board say so
     columns = [c for c in columns if c[0] not in ("top1", "error", "emulated") or any(r.get(c[0]) is not None for r in rows)]
     if len(devices) == 1:
         columns = [c for c in columns if c[0] != "device"]

@@ -726,7 +726,7 @@ def cpu_model() -> str:
     """x86 names its CPU in "model name"; ARM boards in "Hardware" or "Model" (a Pi: "Raspberry Pi 4 Model B")."""
     fields = _cpuinfo()
     if _cpuinfo_is_foreign(fields):
-        return f"{platform.machine()} (emulated; the host's /proc/cpuinfo names {fields.get('model name', 'another CPU')})"
+        return f"emulated {platform.machine()}"  # the model name there is the host's
     for key in ("model name", "hardware", "model", "cpu model"):
         if fields.get(key) and not fields[key].isdigit():
             return fields[key]
