@@ -99,8 +99,8 @@ def measure_on_device(device, artifacts: dict[str, dict], threads: int | None, b
             say(f"connecting to {device.name}")
             info = remote.probe()
         except EdgeeffError as exc:
-            info = {"error": str(exc)}
-            return [{"target": t, "device": device.name, "error": str(exc)} for t in artifacts], info
+            info = {"error": str(exc), **device.marks}
+            return [{"target": t, "device": device.name, **device.marks, "error": str(exc)} for t in artifacts], info
         measure = lambda folder: remote.measure(folder, threads, batch, schedule, precision)  # noqa: E731
     else:
         remote = None
@@ -118,7 +118,8 @@ def measure_on_device(device, artifacts: dict[str, dict], threads: int | None, b
     runs = measure_targets(fitted, measure, rounds, say, label)
     if remote is not None:
         info["uploaded_bytes"] = remote.uploaded_bytes
-    return rows_from(fitted, runs, device.name, info), info
+    info.update(device.marks)
+    return [{**row, **device.marks} for row in rows_from(fitted, runs, device.name, info)], info
 
 
 def measure_on_devices(devices: list, artifacts: dict[str, dict], threads: int | None, batch: int, rounds: int, schedule: Schedule,
@@ -233,6 +234,7 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str) -> Path:
     several = len({r.get("device") for r in rows}) > 1  # one frontier per device: latencies of two machines don't compete
     def label(r: dict) -> str:
         name = f"{r['target']} @ {r.get('device')}" if several else r["target"]
+        name += " (emulated: qemu's latency)" if r.get("emulated") else ""
         n = r.get("validation_images")  # a share says nothing without its n: 3/3 is not "100 %"
         if r.get("top1") is None and n:
             name += f" ({round(r['agreement'] * n)}/{n})"
@@ -257,6 +259,7 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str) -> Path:
                 best = y
         ax.plot(*zip(*frontier), linestyle="--", linewidth=1, label=f"Pareto frontier, {device}" if several else "Pareto frontier",
                 **({} if several else {"color": "grey"}))
-    ax.set_xlabel("median latency (ms, batch 1)")
+    ax.set_xlabel("median latency (ms, batch 1)" + ("; emulated devices: the emulator's time, not a board's"
+                                                     if any(r.get("emulated") for r in rows) else ""))
     ax.set_ylabel(f"{ylabel} (%)")
     return report.save_png(fig, ax, path, title)

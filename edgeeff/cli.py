@@ -405,11 +405,34 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
         info["cpu_profile"] = profile.name
         if device.remote and not name.lower().startswith("ssh://") and record_cpu_profile(device.name, profile.name, devices_file):
             click.echo(f"recorded cpu = \"{profile.name}\" for {device.name} (convert --device {device.name} uses it)", err=True)
+    info = {**info, **device.marks}
+    print_device_info(device, info, f"Device {device.name}")
+    if json_path:
+        report.write_json(json_path, [info], device=device.name, **({"caveat": device.caveat} if device.caveat else {}))
+    runtimes = info.get("runtimes", {})
+    if "numpy" not in runtimes or not (set(runtimes) - {"numpy"}):
+        what = "numpy" if "numpy" not in runtimes else "a runtime"
+        click.echo(f"edgeeff: {device.name} has no {what} yet: run edgeeff devices setup {device.name} "
+                   f"(or on the device: {device.python} -m pip install numpy ai-edge-litert)", err=True)
+        sys.exit(1)
+
+
+def print_device_info(device, info: dict, title: str) -> None:
+    """The probe of a device as a field/value table (``devices check``, ``devices setup``, ``devices emulate``)."""
+    from edgeeff import report
+    from edgeeff.cpu import PROFILES, int8_features
+
+    features = info.get("cpu_features") or []
+    if info.get("machine") == "x86_64":  # x86 lists ~100 flags: show the ones that pick int8 kernels (ARM's list is short)
+        features = int8_features(features)
+    profile = PROFILES.get(info.get("cpu_profile") or "")
     runtimes = info.get("runtimes", {})
     rows = [{"field": k, "value": v} for k, v in (
-        ("device", f"{device.name} ({device.address if device.remote else 'local'})"), ("cpu", info.get("cpu")),
+        ("device", f"{device.name} ({device.address if device.remote else 'local'})"),
+        ("emulated", "yes: outputs are the ARM build's own, latency is qemu's, not a board's" if info.get("emulated") else None),
+        ("cpu", info.get("cpu")),
         ("cores", info.get("cores")), ("machine", info.get("machine")),
-        ("cpu features", " ".join(info.get("cpu_features") or []) or None),
+        ("cpu features", " ".join(features) + f" ({info.get('cpu_features_source')})" if info.get("cpu_features_source") else None),
         ("int8 profile", f"{profile.name}: {profile.description}" if profile else None), ("os", info.get("os")),
         ("distribution", info.get("distribution")), ("board", info.get("board")), ("python", f"{info.get('python')} ({info.get('python_executable')})"),
         ("memory", f"{info.get('memory_total_mb')} MB"), ("free disk", f"{info.get('free_disk_gb')} GB"),
@@ -417,13 +440,77 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
         ("throttled", info.get("throttled")), ("accelerator", device.accelerator),
         *((f"runtime {r}", runtimes.get(r) or "not installed") for r in ("numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", "openvino")),
     ) if v is not None]
-    report.print_table(rows, [("field", "field"), ("value", "value")], title=f"Device {device.name}")
+    report.print_table(rows, [("field", "field"), ("value", "value")], title=title)
+
+
+@devices.command(name="setup")
+@click.argument("name")
+@click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A folder of wheels for the device (pip download --platform ...): uploaded and installed with --no-index, for devices without network.")
+@click.option("--package", "packages", multiple=True, help="What to install (repeatable; default: numpy ai-edge-litert onnxruntime).")
+@DEVICES_FILE_OPTION
+@click.option("--accept-new-host-key", is_flag=True, help="Let ssh record the host key of a device it has never seen (never a changed one).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the device's probe as JSON (- for stdout).")
+def devices_setup(name: str, wheelhouse: Path | None, packages: tuple[str, ...], devices_file: str | None, accept_new_host_key: bool,
+                  json_path: str | None) -> None:
+    """Install what the device kit needs into the device's venv over SSH (creating the venv), check it imports, report versions."""
+    from rich.console import Console
+
+    from edgeeff import provision, report
+    from edgeeff.devices import get_device
+    from edgeeff.remote import SSHDevice
+
+    check_report_paths(json_path)
+    if wheelhouse is not None and not wheelhouse.is_dir():
+        raise EdgeeffError(f"--wheelhouse {wheelhouse} does not exist: download wheels there with pip download --platform ... --only-binary=:all:")
+    device = get_device(name, devices_file)
+    if not device.remote:
+        raise EdgeeffError(f"{device.name} is this machine: setup is for devices reached over SSH (here: pip install -e '.[all]')")
+    provision.venv_of(device)
+    with step_progress(Console(stderr=True)) as say:
+        info = provision.setup(SSHDevice(device, accept_new_host_key), list(packages) or None, wheelhouse, say)
+    info = {**info, **device.marks}
+    print_device_info(device, info, f"Device {device.name}: set up")
     if json_path:
-        report.write_json(json_path, [info], device=device.name)
-    if "numpy" not in runtimes or not (set(runtimes) - {"numpy"}):
-        what = "numpy" if "numpy" not in runtimes else "a runtime"
-        click.echo(f"edgeeff: {device.name} has no {what} yet: on the device run {device.python} -m pip install numpy ai-edge-litert", err=True)
-        sys.exit(1)
+        report.write_json(json_path, [info], device=device.name, packages=list(packages) or list(provision.DEFAULT_PACKAGES))
+
+
+@devices.command(name="emulate")
+@click.argument("board", default="rpi")
+@click.option("--name", default=None, help="Device name in the devices file (default: the board's, e.g. rpi).")
+@click.option("--stop", is_flag=True, help="Stop the emulated board's sshd and unmount its /proc and /dev nodes (the cache is kept).")
+@click.option("--cpu", default=None, help="The CPU qemu emulates (default: the board's, cortex-a76 for rpi = Pi 5; cortex-a72 = Pi 4; "
+                                        "max = every feature qemu has). Restarts sshd if it ran with another.")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the root, wheels and keys live (default: $EDGEEFF_EMULATED_CACHE/BOARD, else ~/.cache/edgeeff/emulated/BOARD).")
+@DEVICES_FILE_OPTION
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the timings and the device's probe as JSON (- for stdout).")
+def devices_emulate(board: str, name: str | None, stop: bool, cpu: str | None, cache: Path | None, devices_file: str | None,
+                    json_path: str | None) -> None:
+    """Bring up an emulated board (rpi: Debian bookworm arm64 under qemu-user) as an SSH device on 127.0.0.1: builds or reuses
+    its cached root, wheels and keys, starts its sshd if it is not running, writes its devices-file entry, installs the runtimes.
+    Needs root. Outputs on it are the ARM build's own; its latency is qemu's, not a board's."""
+    from rich.console import Console
+
+    from edgeeff import emulate, report
+
+    check_report_paths(json_path)
+    spec = emulate.get_board(board)
+    cache = (cache or emulate.default_cache(spec)).expanduser().resolve()
+    if stop:
+        done = emulate.stop(spec, cache)
+        click.echo("; ".join(done) if done else f"{spec.name}: nothing was running ({cache})")
+        return
+    with step_progress(Console(stderr=True)) as say:
+        result = emulate.up(spec, name or spec.name, cache, devices_file, say, cpu)
+    device = result["device"]
+    print_device_info(device, {**result["probe"], **device.marks}, f"Device {device.name}: emulated {spec.name} on 127.0.0.1:{result['port']}")
+    t = result["timings"]
+    click.echo(f"{device.name} is up in {t['total_s']:.0f} s (root {t['root_s']:.0f} s, wheels {t['wheels_s']:.0f} s, sshd {t['sshd_s']:.0f} s, "
+               f"runtimes {t['provision_s']:.0f} s); entry written to {result['devices_file']}; stop it with: edgeeff devices emulate {spec.name} --stop")
+    if json_path:
+        report.write_json(json_path, [{**result["probe"], **device.marks}], device=device.name, board=spec.name, cache=result["cache"],
+                          port=result["port"], qemu_cpu=result["qemu_cpu"], timings=t, wheels=result["wheels"], caveat=device.caveat)
 
 
 @main.command()
@@ -696,9 +783,12 @@ def calibrate_sweep(variant, weights, target, calibration, images, counts, metho
                    "(images are preprocessed here and sent in batches).")
 @click.option("--devices-file", type=click.Path(dir_okay=False), default=None, help="Devices TOML (default: ~/.config/edgeeff/devices.toml).")
 @click.option("--accept-new-host-key", is_flag=True, help="Let ssh record the host key of a device it has never seen.")
+@click.option("--compare-local", is_flag=True,
+              help="With a remote --device: also run the same artifact on this machine's CPU on the same images and compare "
+                   "the two image by image (agreement, identical outputs, the disagreeing images).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results as JSON (- for stdout).")
 def evaluate(artifact, variant, weights, images, reference, preprocessing, labels_path, limit, batch, threads, show, device_name,
-             devices_file, accept_new_host_key, json_path) -> None:
+             devices_file, accept_new_host_key, compare_local, json_path) -> None:
     """Top-1/top-5 of an artifact, a model file (.tflite/.onnx/.xml/.keras) or a Keras variant, and its agreement with fp32."""
     import tempfile
 
@@ -720,6 +810,8 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
     device.check()
     if variant is not None and device.name != "cpu":
         raise EdgeeffError("--device applies to converted artifacts; a Keras --variant runs here")
+    if compare_local and not device.remote:
+        raise EdgeeffError("--compare-local compares a remote device with this machine: add --device NAME (a device reached over SSH)")
     if variant is not None and preprocessing is not None:
         raise EdgeeffError("--preprocessing is for a bare model file; a --variant brings its weights' own card")
     names = read_labels(labels_path) if labels_path else None
@@ -727,7 +819,8 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
     samples = samples[:limit] if limit else samples
     source = {"images": str(Path(images).resolve()) if images is not None else "embedded photos (edgeeff/assets/photos)",
               "image_count": len(samples)}
-    runner, scratch = None, tempfile.TemporaryDirectory(prefix="edgeeff-model-")
+    runner, local_runner, paired = None, None, None
+    scratch = tempfile.TemporaryDirectory(prefix="edgeeff-model-")
     try:
         if artifact is not None:
             from edgeeff.artifact import read_metadata, reference_model, resolve_artifact
@@ -739,6 +832,12 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
             runner = device.runner(folder, meta, threads, accept_new_host_key)
             name = f"{meta['variant'] or Path(artifact).name} {meta['target']}" + (f" on {device.name}" if device.name != "cpu" else "")
             predict = runner.predict
+            if compare_local:
+                from edgeeff.devices import LOCAL_DEVICES
+                from edgeeff.evaluate import PairedOutputs
+
+                local_runner = LOCAL_DEVICES["cpu"].runner(folder, meta, threads)
+                predict = paired = PairedOutputs(runner.predict, local_runner.predict)
             resolution, card = meta["preprocessing"]["resolution"], PreprocessCard.from_dict(meta["preprocessing"])
             ref_model = reference_model(meta) if reference == "keras" else None
             model_file = folder / meta["artifact"]
@@ -763,10 +862,12 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
             task = bar.add_task(f"evaluating {name}", total=len(samples))
             result = score_pair(predict, ref, samples, resolution, card, batch, progress=lambda n: bar.update(task, advance=n))
     finally:
-        if hasattr(runner, "close"):
-            runner.close()
+        for opened in (runner, local_runner):
+            if hasattr(opened, "close"):
+                opened.close()
         scratch.cleanup()
-    row = {"model": name, "images": result["images"], "unreadable": result["unreadable"], "top1_ties": result["top1_ties"]}
+    row = {"model": name, "images": result["images"], "unreadable": result["unreadable"], "top1_ties": result["top1_ties"],
+           **device.marks}
     if artifact is not None:
         from edgeeff.cpu import recipe_note
 
@@ -784,19 +885,35 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
                                    ("mean_cosine", "cosine"), ("mean_kl", "KL"), ("top1_ties", "tied top-1"),
                                    ("cpu_profile", "int8 profile here"), ("converted_for", "converted for"),
                                    ("unreadable", "unreadable")) if k in row]
-    report.print_table([row], columns, title="Accuracy" + (f" (assumed: {'; '.join(source['assumed'])})" if source.get("assumed") else ""))
+    local = paired.summary(result["files"]) if paired is not None else None
+    if local is not None:
+        row.update(local_agreement=local["top1_agreement"], local_identical=local["identical_outputs"], local_cosine=local["mean_cosine"])
+        columns += [("local_agreement", "agrees with this CPU"), ("local_identical", "identical outputs")]
+    if device.emulated:
+        columns.insert(1, ("emulated", "emulated"))
+    report.print_table([row], columns, title="Accuracy" + (f" (assumed: {'; '.join(source['assumed'])})" if source.get("assumed") else "")
+                       + (f". {device.caveat}" if device.caveat else ""))
     classes = [("-", n) for n in names] if names else imagenet_classes()
     dis = result.get("disagreements", [])
-    if dis and show:
-        def class_name(index: int) -> str:
-            return classes[index][1] if index < len(classes) else str(index)
 
+    def class_name(index: int) -> str:
+        return classes[index][1] if index < len(classes) else str(index)
+
+    if dis and show:
         rows = [{"file": d["file"], "artifact": class_name(d["artifact"]), "reference": class_name(d["reference"])} for d in dis[:show]]
         report.print_table(rows, [("file", "image"), ("artifact", "artifact says"), ("reference", "fp32 says")],
                            title=f"{len(dis)} disagreement(s) with the fp32 reference" + (f" (first {show})" if len(dis) > show else ""))
+    if local is not None and local["disagreements"] and show:
+        rows = [{"file": d["file"], "device": class_name(d["device"]), "local": class_name(d["local"])} for d in local["disagreements"][:show]]
+        report.print_table(rows, [("file", "image"), ("device", f"{device.name} says"), ("local", "this CPU says")],
+                           title=f"{len(local['disagreements'])} disagreement(s) between {device.name} and this machine's CPU (same artifact)")
     if json_path:
         per_image = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}
-        report.write_json(json_path, [row], inputs=source, details=per_image, runner=runner.describe() if runner is not None else None)
+        extra = {"compare_local": {**local, "local_runner": local_runner.describe()}} if local is not None else {}
+        if device.caveat:
+            extra["caveat"] = device.caveat
+        report.write_json(json_path, [row], inputs=source, details=per_image, runner=runner.describe() if runner is not None else None,
+                          **extra)
 
 
 @main.command()
@@ -894,11 +1011,14 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
     columns = [("device", "device"), ("target", "target"), ("top1", "top-1"), ("agreement", "agreement"), ("size_mb", "MB"),
                ("init_ms", "init ms"), ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("speedup_vs_fp32", "x fp32"),
                ("executed_on", "ran on"), ("executed_precision", "ran as"), ("note", "note"), ("error", "error")]
-    columns = [c for c in columns if c[0] not in ("top1", "note", "error") or any(r.get(c[0]) is not None for r in rows)]
+    columns[2:2] = [("emulated", "emulated")]  # after the target: rows from an emulated board say so
+    columns = [c for c in columns if c[0] not in ("top1", "note", "error", "emulated") or any(r.get(c[0]) is not None for r in rows)]
     if len(devices) == 1:
         columns = [c for c in columns if c[0] != "device"]
     where = ", ".join(device_title(d, infos[d.name]) for d in devices)
     title = f"{subject} on {where}, batch {batch}, {rounds} interleaved rounds"
+    caveats = [d.caveat for d in devices if d.caveat]
+    title += "".join(f". {c}" for c in caveats)
     report.print_table(rows, columns, title=title)
     for name, info in infos.items():
         if "uploaded_bytes" in info:
@@ -912,7 +1032,8 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
                               for m, label in zip(models, artifacts)]} if models else
                   {"variant": v.name, "weights": report.weights_text(weights), "targets": names,
                    "images": str(Path(images).resolve()) if images else "embedded photos", "calibration": calibration or "embedded photos"})
-        report.write_json(json_path, rows, inputs=inputs, devices=infos, schedule=schedule.__dict__)
+        report.write_json(json_path, rows, inputs=inputs, devices=infos, schedule=schedule.__dict__,
+                          **({"caveats": caveats} if caveats else {}))
     if csv_path:
         fsio.write_text(csv_path, report.to_csv(rows))
     if markdown_path:

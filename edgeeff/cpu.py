@@ -37,6 +37,14 @@ PROFILES: dict[str, CpuProfile] = {p.name: p for p in (
     CpuProfile("arm64", "aarch64", True, "ARMv8 NEON without dot product (Raspberry Pi 4, Cortex-A72)", ()),
 )}
 MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+# The reported features that decide int8 arithmetic, for showing a device (x86 "flags" list a hundred).
+INT8_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile", "avx512_bf16",
+                 "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16")
+
+
+def int8_features(features) -> list[str]:
+    present = set(features)
+    return [f for f in INT8_FEATURES if f in present]
 
 
 def detect(features, machine: str) -> CpuProfile:
@@ -54,7 +62,7 @@ def detect(features, machine: str) -> CpuProfile:
 def local_profile() -> CpuProfile:
     from edgeeff.devicekit import cpu_features
 
-    return detect(cpu_features(), platform.machine())
+    return detect(cpu_features()[0], platform.machine())
 
 
 def recipe_note(meta: dict, profile: CpuProfile | None) -> str | None:

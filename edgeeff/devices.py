@@ -46,6 +46,19 @@ class Device:
     connect_timeout: float = 10.0
     run_timeout: float = 900.0
     cpu: str | None = None  # its int8 CPU profile (edgeeff.cpu), recorded by `edgeeff devices check`
+    emulated: bool = False  # an emulated board (``edgeeff devices emulate``): its arithmetic is the ARM build's, its timing is not
+
+    @property
+    def marks(self) -> dict:
+        """What every row measured on this device must carry so it is not read as something it is not:
+        an emulated board's latency is the emulator's, not the board's."""
+        return {"emulated": True} if self.emulated else {}
+
+    @property
+    def caveat(self) -> str:
+        """One line for titles and reports beside this device's rows (empty for a real device)."""
+        return (f"{self.name} is emulated (qemu-user): outputs are the ARM build's own, latency is the emulator's, "
+                "not a board's") if self.emulated else ""
 
     @property
     def remote(self) -> bool:
@@ -121,6 +134,7 @@ def default_devices_file() -> Path:
 
 _TYPES = {f.name: f.type for f in fields(Device)}
 _NUMBERS = {"port": int, "connect_timeout": float, "run_timeout": float}
+_FLAGS = {"emulated"}
 
 
 def _entry(name: str, table: dict, source: Path) -> Device:
@@ -140,6 +154,9 @@ def _entry(name: str, table: dict, source: Path) -> Device:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise EdgeeffError(f"{source}: [devices.{name}] {key} must be a positive number, got {value!r}")
             value = _NUMBERS[key](value)
+        elif key in _FLAGS:
+            if not isinstance(value, bool):
+                raise EdgeeffError(f"{source}: [devices.{name}] {key} must be true or false, got {value!r}")
         elif not isinstance(value, str):
             raise EdgeeffError(f"{source}: [devices.{name}] {key} must be a string, got {value!r}")
         values[key] = value
@@ -219,7 +236,7 @@ def usable_local_devices() -> list[Device]:
     return [d for d in LOCAL_DEVICES.values() if d.accelerator != "gpu" or gpu_backends()]
 
 
-def _read_table(path: Path) -> dict:
+def read_table(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
@@ -241,7 +258,7 @@ def add_device(name: str, settings: dict, devices_file: str | Path | None = None
     _entry(name, settings, path)  # the loader's own checks: unknown keys, types, accelerator, runtime
     if path.is_file():
         load_devices(path)  # refuse to rewrite a file that does not load as it is
-    data = _read_table(path)
+    data = read_table(path)
     table = data.setdefault("devices", {})
     if name in table and not replace:
         raise EdgeeffError(f"{path} already has a device {name!r}; pass --replace to overwrite it, or choose another name")
@@ -253,7 +270,7 @@ def add_device(name: str, settings: dict, devices_file: str | Path | None = None
 def record_cpu_profile(name: str, profile: str, devices_file: str | Path | None = None) -> bool:
     """Write a board's probed CPU profile into its entry (``convert --device NAME`` reads it); True if it changed."""
     path = Path(devices_file).expanduser() if devices_file else default_devices_file()
-    entry = _read_table(path).get("devices", {}).get(name)
+    entry = read_table(path).get("devices", {}).get(name)
     if entry is None or entry.get("cpu") == profile:
         return False
     add_device(name, {**entry, "cpu": profile}, path, replace=True)
@@ -266,7 +283,7 @@ def remove_device(name: str, devices_file: str | Path | None = None) -> Path:
     from edgeeff import fsio
 
     path = Path(devices_file).expanduser() if devices_file else default_devices_file()
-    data = _read_table(path)
+    data = read_table(path)
     if name not in data.get("devices", {}):
         present = ", ".join(data.get("devices", {})) or "none"
         raise EdgeeffError(f"no device {name!r} in {path} (devices there: {present})")

@@ -195,3 +195,37 @@ def paired_drop(reference_correct: np.ndarray, correct: np.ndarray, resamples: i
         "images": n,
         "smallest_step_points": 100.0 / n if n else None,
     }
+
+
+class PairedOutputs:
+    """Wraps a ``predict`` so that a second runner (the same artifact on this machine) answers the very
+    same batches; :meth:`summary` then compares the two image by image. Used by ``eval --compare-local``
+    to tell what a device's build of a runtime changes from this machine's, apart from the reference."""
+
+    def __init__(self, predict: Predict, other: Predict) -> None:
+        self.predict_first, self.other = predict, other
+        self.first: list[np.ndarray] = []
+        self.second: list[np.ndarray] = []
+
+    def __call__(self, batch):
+        out = np.asarray(self.predict_first(batch), dtype=np.float64)
+        self.first.append(out)
+        self.second.append(np.asarray(self.other(batch), dtype=np.float64))
+        return out
+
+    def summary(self, files: Sequence[str]) -> dict:
+        """Top-1 agreement, identical outputs, cosine and largest difference, and the disagreeing images
+        (``files`` in the order the batches were answered: ``score_pair``'s ``files``)."""
+        a, b = np.concatenate(self.first), np.concatenate(self.second)
+        top_a, top_b = a.argmax(1), b.argmax(1)
+        agree = top_a == top_b
+        cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+        return {
+            "images": int(len(a)),
+            "top1_agreement": float(agree.mean()),
+            "identical_outputs": int(np.all(a == b, axis=1).sum()),
+            "mean_cosine": float(cos.mean()),
+            "min_cosine": float(cos.min()),
+            "max_abs_diff": float(np.abs(a - b).max()),
+            "disagreements": [{"file": f, "device": int(x), "local": int(y)} for f, x, y, ok in zip(files, top_a, top_b, agree) if not ok],
+        }

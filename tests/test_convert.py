@@ -180,7 +180,7 @@ def test_overlap_is_found_by_content_under_other_names(tmp_path, lists):
     for i, sample in enumerate(calib[:3]):
         shutil.copyfile(sample.path, copies / f"{sample.label}_renamed{i}.JPEG")
     evaluation = write_list(list_samples(lists["eval"]) + list_samples(copies), tmp_path / "eval.txt")
-    done = run_cli("convert", "--variant", TINY, "--target", "onnx-int8", "--calibration", str(lists["calib"]), "--images", str(evaluation),
+    done = run_cli("convert", "--variant", TINY, "--weights", "none", "--target", "onnx-int8", "--calibration", str(lists["calib"]), "--images", str(evaluation),
                    "--out", str(tmp_path / "out"))
     assert_one_line_error(done, "overlaps the evaluation images in 3 file(s)", *(sample.path.name for sample in calib[:3]))
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
@@ -211,12 +211,12 @@ def test_an_invalid_artifact_is_refused_and_leaves_nothing(tmp_path, lists, samp
 def test_bad_input_cli(tmp_path, lists):
     assert_one_line_error(run_cli("convert", "--variant", TINY, "--target", "tflite-in8", "--out", str(tmp_path)), "did you mean 'tflite-int8'")
     assert_one_line_error(run_cli("convert", "--variant", "lite9", "--target", "onnx-fp32"), "unknown variant")
-    assert_one_line_error(run_cli("convert", "--variant", TINY, "--target", "onnx-fp32", "--io-dtype", "uint8", "--out", str(tmp_path)), "--io-dtype", "tflite-int8")
-    assert_one_line_error(run_cli("convert", "--variant", TINY, "--target", "onnx-fp32", "--calibration", str(lists["calib"]), "--out", str(tmp_path)), "needs no calibration")
+    assert_one_line_error(run_cli("convert", "--variant", TINY, "--weights", "none", "--target", "onnx-fp32", "--io-dtype", "uint8", "--out", str(tmp_path)), "--io-dtype", "tflite-int8")
+    assert_one_line_error(run_cli("convert", "--variant", TINY, "--weights", "none", "--target", "onnx-fp32", "--calibration", str(lists["calib"]), "--out", str(tmp_path)), "needs no calibration")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_one_line_error(run_cli("convert", "--variant", TINY, "--target", "onnx-int8", "--calibration", str(empty), "--out", str(tmp_path)), "no image files")
-    assert_one_line_error(run_cli("convert", "--variant", TINY, "--target", "onnx-int8", "--calibration", str(lists["calib"]), "--calibration-count", "2", "--out", str(tmp_path)), "too few")
+    assert_one_line_error(run_cli("convert", "--variant", TINY, "--weights", "none", "--target", "onnx-int8", "--calibration", str(empty), "--out", str(tmp_path)), "no image files")
+    assert_one_line_error(run_cli("convert", "--variant", TINY, "--weights", "none", "--target", "onnx-int8", "--calibration", str(lists["calib"]), "--calibration-count", "2", "--out", str(tmp_path)), "too few")
 
 
 @pytest.fixture
@@ -243,13 +243,13 @@ def unwritable_dir(tmp_path):
 
 def test_unwritable_out(unwritable_dir):
     assert not os.access(unwritable_dir, os.W_OK)
-    assert_one_line_error(run_cli("convert", "--variant", TINY, "--target", "onnx-fp32", "--out", str(unwritable_dir)), "not writable")
+    assert_one_line_error(run_cli("convert", "--variant", TINY, "--weights", "none", "--target", "onnx-fp32", "--out", str(unwritable_dir)), "not writable")
 
 
 def test_out_under_a_file_is_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert_one_line_error(run_cli("convert", "--variant", TINY, "--target", "onnx-fp32", "--out", str(blocker / "sub")), "cannot create output folder")
+    assert_one_line_error(run_cli("convert", "--variant", TINY, "--weights", "none", "--target", "onnx-fp32", "--out", str(blocker / "sub")), "cannot create output folder")
 
 
 @pytest.mark.slow
