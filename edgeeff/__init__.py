@@ -8,7 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from edgeeff.errors import EdgeeffError  # noqa: E402
-from edgeeff.variants import list_variants, resolve  # noqa: E402
+from edgeeff.model.variants import list_variants, resolve  # noqa: E402
 
 
 def build(*args, **kwargs):

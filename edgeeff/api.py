@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeeff.builder import build_model
-from edgeeff.preprocess import PreprocessCard
-from edgeeff.variants import Variant, resolve
+from edgeeff.model.builder import build_model
+from edgeeff.data.preprocess import PreprocessCard
+from edgeeff.model.variants import Variant, resolve
 from edgeeff.weights.cards import WeightsCard, default_preprocessing, find_card
 from edgeeff.weights.loaders import load_card, load_file
 
@@ -81,14 +81,14 @@ def build(
 ) -> "keras.Model":
     """Build a family member, with real weights if asked.
 
-    ``variant`` is any spelling :func:`edgeeff.variants.resolve` accepts (``b0``, ``phi=1.5``,
+    ``variant`` is any spelling :func:`edgeeff.model.variants.resolve` accepts (``b0``, ``phi=1.5``,
     ``v2-s``, ``lite0:resolution=160``). ``weights`` is ``None``, ``"imagenet"``, a card name
     (``"lite0-pypi"``) or a path. The model carries ``edgeeff_variant`` and ``edgeeff_weights``
     attributes so later steps (conversion, evaluation) know what they hold.
     """
     v = resolve(variant)
     if resolution is not None:
-        from edgeeff.variants import with_changes
+        from edgeeff.model.variants import with_changes
 
         v = with_changes(v, resolution=resolution, name=f"{v.name}:resolution={resolution}", base=v.member)
     choice = choose_weights(v, weights)

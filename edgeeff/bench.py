@@ -12,7 +12,9 @@ from typing import Callable
 
 import numpy as np
 
-from edgeeff import devicekit, report
+from edgeeff import report
+
+from edgeeff.kit import core as devicekit
 from edgeeff.errors import EdgeeffError
 from edgeeff.measure import Schedule, measure_in_subprocess
 
@@ -92,7 +94,7 @@ def measure_on_device(device, artifacts: dict[str, dict], threads: int | None, b
     from edgeeff.targets.base import get_target
 
     if device.remote:
-        from edgeeff.remote import SSHDevice
+        from edgeeff.devices.ssh import SSHDevice
 
         try:
             remote = SSHDevice(device, accept_new_host_key)
@@ -106,7 +108,7 @@ def measure_on_device(device, artifacts: dict[str, dict], threads: int | None, b
         remote = None
         info = devicekit.probe()
         measure = local_measurer(device.accelerator, threads, batch, schedule, precision)
-    from edgeeff.cpu import from_probe
+    from edgeeff.devices.cpu import from_probe
 
     profile = from_probe(info)
     if profile is not None:
@@ -143,7 +145,7 @@ def measure_on_devices(devices: list, artifacts: dict[str, dict], threads: int |
 
 
 def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: str, device_info: dict | None = None) -> list[dict]:
-    from edgeeff.cpu import from_probe, recipe_note
+    from edgeeff.devices.cpu import from_probe, recipe_note
 
     profile = from_probe(device_info or {})
     rows = []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from edgeeff.cpu import PROFILES as CPU_PROFILES
+from edgeeff.devices.cpu import PROFILES as CPU_PROFILES
 from edgeeff.errors import EdgeeffError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not ours to print
@@ -25,7 +25,7 @@ def quiet_tensorflow_import() -> None:
     TF_CPP_MIN_LOG_LEVEL and would bury our one-line errors. Import failures still surface."""
     if "tensorflow" in sys.modules or os.environ.get("EDGEEFF_DEBUG"):
         return
-    from edgeeff.devicekit import native_stderr_muted
+    from edgeeff.kit.core import native_stderr_muted
 
     try:
         with native_stderr_muted():
@@ -102,7 +102,7 @@ def target_cpu(for_cpu: str | None, device_name: str | None, devices_file: str |
         raise EdgeeffError("--for-cpu and --device both name the CPU; give one")
     if not device_name:
         return for_cpu
-    from edgeeff.devices import get_device
+    from edgeeff.devices.registry import get_device
 
     device = get_device(device_name, devices_file)
     profile = device.cpu_profile()
@@ -157,7 +157,7 @@ def step_progress(console):
 
 
 def bundled_images() -> list[Path]:
-    from edgeeff.data import bundled_photos
+    from edgeeff.data.images import bundled_photos
 
     return [p for p in bundled_photos() if p.name in ("grace_hopper.jpg", "flower.jpg", "china.jpg")]
 
@@ -175,8 +175,10 @@ def models(json_path: str | None, names: tuple[str, ...]) -> None:
     """Every named variant: resolution, width/depth, parameters, multiply-adds, real weights."""
     from rich.progress import Progress
 
-    from edgeeff import catalog, report
-    from edgeeff.variants import resolve
+    from edgeeff import report
+
+    from edgeeff.model import catalog
+    from edgeeff.model.variants import resolve
 
     check_report_paths(json_path)
     selected = [resolve(n).name for n in names] or None
@@ -211,7 +213,7 @@ def predict(images: tuple[Path, ...], variant: str, weights: str | None, model_p
 
     from edgeeff import report
     from edgeeff.predict import read_labels, top_k_rows
-    from edgeeff.variants import resolve
+    from edgeeff.model.variants import resolve
 
     check_report_paths(json_path)
     names = read_labels(labels_path) if labels_path else None
@@ -221,7 +223,7 @@ def predict(images: tuple[Path, ...], variant: str, weights: str | None, model_p
         raise EdgeeffError(f"image not found: {missing[0]}")
     if model_path is not None:
         from edgeeff.artifact import open_artifact, resolve_artifact
-        from edgeeff.preprocess import PreprocessCard
+        from edgeeff.data.preprocess import PreprocessCard
 
         with tempfile.TemporaryDirectory(prefix="edgeeff-model-") as scratch:
             folder = resolve_artifact(model_path, Path(scratch), preprocessing)
@@ -285,8 +287,8 @@ def targets(json_path: str | None) -> None:
     from edgeeff import report
     from edgeeff.targets.base import TARGETS
 
-    from edgeeff.cpu import local_profile
-    from edgeeff.recipes import recipe_for
+    from edgeeff.devices.cpu import local_profile
+    from edgeeff.quant.recipes import recipe_for
 
     check_report_paths(json_path)
     convert_options = {param.name for param in convert.params}  # the options a user can pass, from convert itself
@@ -326,7 +328,7 @@ DEVICES_FILE_OPTION = click.option("--devices-file", type=click.Path(dir_okay=Fa
 def devices_list(devices_file: str | None, json_path: str | None) -> None:
     """Every device: name, where it is, the Python it uses, its accelerator (gpu only where one is usable)."""
     from edgeeff import report
-    from edgeeff.devices import default_devices_file, load_devices, usable_local_devices
+    from edgeeff.devices.registry import default_devices_file, load_devices, usable_local_devices
 
     check_report_paths(json_path)
     path = Path(devices_file).expanduser() if devices_file else default_devices_file()
@@ -359,7 +361,7 @@ def devices_list(devices_file: str | None, json_path: str | None) -> None:
 def devices_add(name, host, user, port, identity, known_hosts, python_path, runtime, accelerator, workdir, description, replace,
                 devices_file) -> None:
     """Add a board reached over SSH to the devices file (validated, written atomically; other entries kept)."""
-    from edgeeff.devices import add_device
+    from edgeeff.devices.registry import add_device
 
     settings = {"host": host, "user": user, "port": port, "identity": identity, "known_hosts": known_hosts, "python": python_path,
                 "runtime": runtime, "accelerator": accelerator, "workdir": workdir, "description": description}
@@ -373,7 +375,7 @@ def devices_add(name, host, user, port, identity, known_hosts, python_path, runt
 @DEVICES_FILE_OPTION
 def devices_remove(name: str, devices_file: str | None) -> None:
     """Remove a board from the devices file (written atomically)."""
-    from edgeeff.devices import remove_device
+    from edgeeff.devices.registry import remove_device
 
     click.echo(f"removed {name} from {remove_device(name, devices_file)}")
 
@@ -385,20 +387,21 @@ def devices_remove(name: str, devices_file: str | None) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
 def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool, json_path: str | None) -> None:
     """Connect and report CPU, cores, OS, architecture, Python, runtimes, free disk, temperature."""
-    from edgeeff import devicekit, report
-    from edgeeff.devices import get_device
+    from edgeeff import report
+    from edgeeff.kit import core as devicekit
+    from edgeeff.devices.registry import get_device
 
     check_report_paths(json_path)
     device = get_device(name, devices_file)
     device.check()
     if device.remote:
-        from edgeeff.remote import SSHDevice
+        from edgeeff.devices.ssh import SSHDevice
 
         info = SSHDevice(device, accept_new_host_key).probe()
     else:
         info = devicekit.probe()
-    from edgeeff.cpu import from_probe
-    from edgeeff.devices import record_cpu_profile
+    from edgeeff.devices.cpu import from_probe
+    from edgeeff.devices.registry import record_cpu_profile
 
     profile = from_probe(info)
     if profile is not None:
@@ -420,7 +423,7 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
 def print_device_info(device, info: dict, title: str) -> None:
     """The probe of a device as a field/value table (``devices check``, ``devices setup``, ``devices emulate``)."""
     from edgeeff import report
-    from edgeeff.cpu import PROFILES, int8_features
+    from edgeeff.devices.cpu import PROFILES, int8_features
 
     features = info.get("cpu_features") or []
     if info.get("machine") == "x86_64":  # x86 lists ~100 flags: show the ones that pick int8 kernels (ARM's list is short)
@@ -456,9 +459,11 @@ def devices_setup(name: str, wheelhouse: Path | None, packages: tuple[str, ...],
     """Install what the device kit needs into the device's venv over SSH (creating the venv), check it imports, report versions."""
     from rich.console import Console
 
-    from edgeeff import provision, report
-    from edgeeff.devices import get_device
-    from edgeeff.remote import SSHDevice
+    from edgeeff import report
+
+    from edgeeff.devices import provision
+    from edgeeff.devices.registry import get_device
+    from edgeeff.devices.ssh import SSHDevice
 
     check_report_paths(json_path)
     if wheelhouse is not None and not wheelhouse.is_dir():
@@ -492,7 +497,9 @@ def devices_emulate(board: str, name: str | None, stop: bool, cpu: str | None, c
     Needs root. Outputs on it are the ARM build's own; its latency is qemu's, not a board's."""
     from rich.console import Console
 
-    from edgeeff import emulate, report
+    from edgeeff import report
+
+    from edgeeff.devices import emulated as emulate
 
     check_report_paths(json_path)
     spec = emulate.get_board(board)
@@ -543,7 +550,7 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
     from rich.console import Console
 
     from edgeeff.convert import convert as run_convert
-    from edgeeff.variants import resolve
+    from edgeeff.model.variants import resolve
 
     from edgeeff.targets.base import check_options, get_target
 
@@ -572,7 +579,7 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
     quiet_tensorflow_import()
     with step_progress(console) as say:
         if budgeted:
-            from edgeeff import sensitivity as sens
+            from edgeeff.quant import sensitivity as sens
 
             ranking = None
             if sensitivity_path:
@@ -633,7 +640,7 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
                                    ("agreement", "agreement"), ("meets", "meets budget"), ("median_ms", "median ms"),
                                    ("side_by_side", "ms side by side (this vs before)")],
                            title="Budget search (each step a real conversion, measured)")
-        from edgeeff.sensitivity import settings_text
+        from edgeeff.quant.sensitivity import settings_text
 
         settings = settings_text(b.get("settings"))
         kept = ", ".join(b["float_blocks"]) or f"nothing (plain int8{' with ' + settings if settings else ''} meets the budget)"
@@ -669,10 +676,12 @@ def sensitivity(variant, weights, target, images, calibration, calibration_count
     """Per-block int8 sensitivity: agreement, cosine and SNR of the logits against fp32, by Keras block name."""
     from rich.console import Console
 
-    from edgeeff import blockmap, report
-    from edgeeff import sensitivity as sens
+    from edgeeff import report
+
+    from edgeeff.model import blockmap
+    from edgeeff.quant import sensitivity as sens
     from edgeeff.api import build
-    from edgeeff.variants import resolve
+    from edgeeff.model.variants import resolve
 
     from edgeeff.targets.base import check_options, get_target
 
@@ -720,10 +729,12 @@ def calibrate_sweep(variant, weights, target, calibration, images, counts, metho
     """Int8 agreement and accuracy against calibration size and method; checks calibration preprocessing = evaluation's."""
     from rich.console import Console
 
-    from edgeeff import report, sweep
-    from edgeeff import sensitivity as sens
-    from edgeeff.data import list_samples
-    from edgeeff.variants import resolve
+    from edgeeff import report
+
+    from edgeeff.quant import sweep
+    from edgeeff.quant import sensitivity as sens
+    from edgeeff.data.images import list_samples
+    from edgeeff.model.variants import resolve
 
     v = resolve(variant)
     check_report_paths(json_path, plot_path)
@@ -796,12 +807,12 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
     from rich.progress import Progress
 
     from edgeeff import report
-    from edgeeff.data import Sample, bundled_photos, list_samples
-    from edgeeff.devices import get_device
+    from edgeeff.data.images import Sample, bundled_photos, list_samples
+    from edgeeff.devices.registry import get_device
     from edgeeff.evaluate import score_pair
-    from edgeeff.labels import imagenet_classes
+    from edgeeff.data.labels import imagenet_classes
     from edgeeff.predict import read_labels
-    from edgeeff.preprocess import PreprocessCard
+    from edgeeff.data.preprocess import PreprocessCard
 
     if (artifact is None) == (variant is None):
         raise EdgeeffError("give an artifact folder, a model file or --variant (one of them)")
@@ -817,7 +828,7 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
     names = read_labels(labels_path) if labels_path else None
     samples = list_samples(images) if images is not None else [Sample(p, None) for p in bundled_photos()]
     samples = samples[:limit] if limit else samples
-    source = {"images": str(Path(images).resolve()) if images is not None else "embedded photos (edgeeff/assets/photos)",
+    source = {"images": str(Path(images).resolve()) if images is not None else "embedded photos (edgeeff/data/assets/photos)",
               "image_count": len(samples)}
     runner, local_runner, paired = None, None, None
     scratch = tempfile.TemporaryDirectory(prefix="edgeeff-model-")
@@ -833,7 +844,7 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
             name = f"{meta['variant'] or Path(artifact).name} {meta['target']}" + (f" on {device.name}" if device.name != "cpu" else "")
             predict = runner.predict
             if compare_local:
-                from edgeeff.devices import LOCAL_DEVICES
+                from edgeeff.devices.registry import LOCAL_DEVICES
                 from edgeeff.evaluate import PairedOutputs
 
                 local_runner = LOCAL_DEVICES["cpu"].runner(folder, meta, threads)
@@ -845,7 +856,7 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
                           weights=report.weights_text(meta["weights"]["label"]),
                           assumed=(meta.get("imported") or {}).get("assumed", []))
         else:
-            from edgeeff.variants import resolve
+            from edgeeff.model.variants import resolve
 
             v = resolve(variant)
             weights = chosen_weights(v, weights)
@@ -869,7 +880,7 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
     row = {"model": name, "images": result["images"], "unreadable": result["unreadable"], "top1_ties": result["top1_ties"],
            **device.marks}
     if artifact is not None:
-        from edgeeff.cpu import recipe_note
+        from edgeeff.devices.cpu import recipe_note
 
         profile = device.cpu_profile()
         row.update(cpu_profile=profile.name if profile else None, converted_for=(meta.get("cpu_profile") or {}).get("name"))
@@ -956,10 +967,10 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
 
     from edgeeff import bench as bench_lib
     from edgeeff import fsio, report
-    from edgeeff.devices import get_device
+    from edgeeff.devices.registry import get_device
     from edgeeff.measure import Schedule
     from edgeeff.targets.base import TARGETS, get_target
-    from edgeeff.variants import resolve
+    from edgeeff.model.variants import resolve
 
     devices = [get_device(n.strip(), devices_file) for n in device_name.split(",") if n.strip()]
     if not devices or len({d.name for d in devices}) != len(devices):
@@ -1054,7 +1065,9 @@ def check(config_path: Path | None, update_baseline: bool, json_path: str | None
     """CI gate: fail (exit 1) when quantization costs more top-1 than the budget or the baseline allows."""
     from rich.console import Console
 
-    from edgeeff import fsio, gate, report
+    from edgeeff import fsio, report
+
+    from edgeeff.quant import gate
 
     if config_path is None:
         config_path = Path("edgeeff.toml") if Path("edgeeff.toml").is_file() else Path("pyproject.toml")
@@ -1125,7 +1138,7 @@ def train(ctx, variant, data, val, val_fraction, epochs, stages, schedule, min_s
     from rich.console import Console
 
     from edgeeff import report
-    from edgeeff.train import TrainConfig, prepare_run, train as run_train
+    from edgeeff.train.loop import TrainConfig, prepare_run, train as run_train
 
     overrides = {k: v for k, v in (("min_size", min_size), ("max_size", max_size)) if v is not None}
     for item in settings:
@@ -1175,7 +1188,7 @@ def train(ctx, variant, data, val, val_fraction, epochs, stages, schedule, min_s
 @click.option("--second", "second_path", type=click.Path(dir_okay=False), required=True, help="List file for the rest (e.g. evaluation).")
 def split(source: Path, fraction: float, seed: int, first_path: str, second_path: str) -> None:
     """Split a labelled image folder into two disjoint label<TAB>path lists (seeded, stable)."""
-    from edgeeff.data import list_samples, split as split_samples, write_list
+    from edgeeff.data.images import list_samples, split as split_samples, write_list
 
     a, b = split_samples(list_samples(source), fraction, seed)
     for path, part in ((first_path, a), (second_path, b)):

@@ -21,11 +21,11 @@ import numpy as np
 
 from edgeeff import __version__, fsio
 from edgeeff.fsio import sha256_of
-from edgeeff.data import Sample, bundled_photos, list_samples
+from edgeeff.data.images import Sample, bundled_photos, list_samples
 from edgeeff.errors import EdgeeffError, ValidationError
 from edgeeff.evaluate import top1_ties, top_k
-from edgeeff.cpu import CpuProfile
-from edgeeff.recipes import recipe_for
+from edgeeff.devices.cpu import CpuProfile
+from edgeeff.quant.recipes import recipe_for
 from edgeeff.targets.base import TargetSpec, check_options, get_target, load_runner
 from edgeeff.weights.loaders import weights_file
 
@@ -198,11 +198,11 @@ def convert(
     report ``done`` of ``total`` images, so a caller can draw a bar. ``require_valid=False`` (the CI
     gate, which judges by its own rules) publishes an artifact whose validation failed, with the
     failures in its metadata, instead of raising. ``cpu``: the CPU profile the artifact is for (a
-    name or :class:`edgeeff.cpu.CpuProfile`; default this machine's), which picks the int8 recipe
-    (``edgeeff.recipes``) for every option the caller leaves unset.
+    name or :class:`edgeeff.devices.cpu.CpuProfile`; default this machine's), which picks the int8 recipe
+    (``edgeeff.quant.recipes``) for every option the caller leaves unset.
     """
     from edgeeff.api import build
-    from edgeeff.variants import resolve
+    from edgeeff.model.variants import resolve
 
     say = progress or (lambda _step, _done=None, _total=None: None)
     spec = get_target(target)
@@ -245,7 +245,7 @@ def convert(
 
         if calibration is None and images is None:
             # Embedded default: the bundled photos, split so validation never sees a calibration image.
-            from edgeeff.data import embedded_split
+            from edgeeff.data.images import embedded_split
 
             calib_part, eval_samples = embedded_split()
             calib = from_samples(calib_part, EMBEDDED_ORIGIN, v.resolution, card, calibration_count, seed, exclude=eval_samples,
@@ -337,7 +337,7 @@ def convert(
 
 def cpu_profile(cpu) -> CpuProfile:
     """The CPU profile an artifact is converted for: given, named, or this machine's."""
-    from edgeeff.cpu import local_profile, named
+    from edgeeff.devices.cpu import local_profile, named
 
     if isinstance(cpu, CpuProfile):
         return cpu

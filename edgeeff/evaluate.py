@@ -12,9 +12,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from edgeeff.data import Sample
+from edgeeff.data.images import Sample
 from edgeeff.errors import ImageError
-from edgeeff.preprocess import PreprocessCard, load_image
+from edgeeff.data.preprocess import PreprocessCard, load_image
 
 Predict = Callable[[np.ndarray], np.ndarray]
 

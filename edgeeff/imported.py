@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from edgeeff.errors import EdgeeffError
-from edgeeff.preprocess import PreprocessCard
+from edgeeff.data.preprocess import PreprocessCard
 
 # suffix -> (target whose runner runs it, precision when the file does not say otherwise)
 MODEL_SUFFIXES = {".tflite": "tflite", ".onnx": "onnx", ".xml": "openvino", ".keras": "keras"}
@@ -64,7 +64,7 @@ def parse_preprocessing(text: str) -> tuple[PreprocessCard, bool]:
 
 def _input_of(backend: str, path: Path) -> tuple[list, str]:
     """(input shape, dtype) as the model file declares them, read by its own runtime."""
-    from edgeeff.devicekit import RunnerError, load_runner
+    from edgeeff.kit.core import RunnerError, load_runner
 
     try:
         runner = load_runner(backend, path, threads=1)

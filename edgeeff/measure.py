@@ -1,6 +1,6 @@
 """Latency, initialisation time and peak memory of one artifact, measured in a process of its own.
 
-One measuring function (``edgeeff.devicekit.measure`` and its :func:`time_invocations`) serves
+One measuring function (``edgeeff.kit.core.measure`` and its :func:`time_invocations`) serves
 every runtime, here and on remote devices: it times only the runtime's own call on a prepared input
 with ``perf_counter_ns``, after a warm-up that lasts both a minimum number of runs and a minimum
 time, and keeps going until it has both a minimum number of timed runs and a minimum total time.
@@ -19,13 +19,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from edgeeff.devicekit import RunnerError, Schedule, time_invocations  # noqa: F401 (Schedule, time_invocations re-exported)
+from edgeeff.kit.core import RunnerError, Schedule, time_invocations  # noqa: F401 (Schedule, time_invocations re-exported)
 
 
 def measure_artifact(folder: str | Path, threads: int | None = None, batch: int = 1, schedule: Schedule = Schedule(), seed: int = 0,
                      device: str = "cpu", precision: str | None = "f32") -> dict:
     """Load a converted artifact (its folder with ``edgeeff.json``) and measure it in this process."""
-    from edgeeff import devicekit
+    from edgeeff.kit import core as devicekit
     from edgeeff.artifact import read_metadata
     from edgeeff.errors import EdgeeffError
     from edgeeff.targets.base import get_target, versions
@@ -61,7 +61,7 @@ def measure_in_subprocess(folder: str | Path, threads: int | None = None, batch:
 
 def _prepared_invoke(folder: Path, threads: int | None):
     """The artifact's runner, loaded, and a call of it on a prepared random input."""
-    from edgeeff import devicekit
+    from edgeeff.kit import core as devicekit
     from edgeeff.artifact import read_metadata
     from edgeeff.errors import EdgeeffError
     from edgeeff.targets.base import get_target
@@ -152,7 +152,7 @@ def side_by_side(folders: list[str | Path], threads: int | None = None, schedule
     20-30 % for the same artifact (measured, Lite0 onnx int8: medians 5.3-7.2 ms). A failure (a
     worker that cannot load its artifact, dies, or gives no answer within ``timeout`` seconds)
     becomes one row per artifact naming the artifact and the reason."""
-    from edgeeff.devicekit import statistics_ms
+    from edgeeff.kit.core import statistics_ms
 
     if block < 1:
         raise ValueError("block must be at least 1 run")
@@ -214,7 +214,7 @@ def _main(argv: list[str]) -> int:
 
     try:
         if args.serve:
-            from edgeeff.devicekit import serve_timings
+            from edgeeff.kit.core import serve_timings
 
             replies = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol's own stream
             os.dup2(2, 1)  # whatever a runtime prints goes to stderr, never between the replies

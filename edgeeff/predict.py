@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from edgeeff.evaluate import top_k
-from edgeeff.labels import imagenet_classes
-from edgeeff.preprocess import PreprocessCard, load_image
+from edgeeff.data.labels import imagenet_classes
+from edgeeff.data.preprocess import PreprocessCard, load_image
 
 if TYPE_CHECKING:
     import keras

@@ -12,10 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgeeff import devicekit, fsio
+from edgeeff import fsio
 
 
 # One number format for the terminal, a pipe, Markdown and plots: shares as percentages with one
+
+from edgeeff.kit import core as devicekit
 # decimal, milliseconds and ratios with two, and an agreement always beside its count of images.
 # A column's kind is known by its key, so every command and benchmark renders alike.
 PERCENT_KEYS = frozenset({

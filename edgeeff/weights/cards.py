@@ -12,8 +12,8 @@ from functools import lru_cache
 from importlib import resources
 
 from edgeeff.errors import UnknownNameError, WeightsError
-from edgeeff.preprocess import PreprocessCard
-from edgeeff.variants import Variant
+from edgeeff.data.preprocess import PreprocessCard
+from edgeeff.model.variants import Variant
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -102,7 +102,7 @@ def default_weights_name(variant: Variant) -> str:
     (its cache, or a download). A variant without real weights (a custom φ, a changed width or
     depth) is refused: random weights are only ever used when asked for with ``--weights none``.
     """
-    from edgeeff.variants import VARIANTS
+    from edgeeff.model.variants import VARIANTS
 
     member = VARIANTS.get(variant.member)
     same_shape = member is not None and (member.width, member.depth) == (variant.width, variant.depth)

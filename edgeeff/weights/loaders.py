@@ -1,4 +1,4 @@
-"""Put real weights into a model built by :mod:`edgeeff.builder`.
+"""Put real weights into a model built by :mod:`edgeeff.model.builder`.
 
 Every route ends in :func:`assign_by_name`, which refuses partial loads: a layer of the model that
 the file does not fill, a file layer the model lacks, or a shape that differs is an error naming the

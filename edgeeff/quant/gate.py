@@ -66,7 +66,7 @@ def _check_weights(item: dict, path: Path, number: int) -> str:
     when the config says ``weights = "none"``: an untrained model's drop says nothing about a release."""
     if "weights" in item:
         return str(item["weights"])
-    from edgeeff.variants import resolve
+    from edgeeff.model.variants import resolve
     from edgeeff.weights.cards import default_weights_name
 
     try:
@@ -120,7 +120,7 @@ def load_config(path: str | Path) -> GateConfig:
 
 
 def _data(config: GateConfig):
-    from edgeeff.data import list_samples, split
+    from edgeeff.data.images import list_samples, split
 
     if config.images is not None:
         if not Path(config.images).exists():
@@ -162,7 +162,7 @@ def run_gate(config: GateConfig, baseline: dict | None = None, progress: Callabl
 
     from edgeeff.artifact import open_artifact, reference_model
     from edgeeff.convert import convert
-    from edgeeff.data import write_list
+    from edgeeff.data.images import write_list
     from edgeeff.evaluate import paired_drop, score_pair
     from edgeeff.targets.base import get_target, versions
 
@@ -193,7 +193,7 @@ def run_gate(config: GateConfig, baseline: dict | None = None, progress: Callabl
                 say(f"{check.variant}: building the fp32 reference")
                 reference = reference_model(meta)
                 resolution = meta["preprocessing"]["resolution"]
-                from edgeeff.preprocess import PreprocessCard
+                from edgeeff.data.preprocess import PreprocessCard
 
                 card = PreprocessCard.from_dict(meta["preprocessing"])
                 ref_scores = score_pair(lambda x: reference.predict(x, verbose=0, batch_size=len(x)), None, evaluation, resolution, card)

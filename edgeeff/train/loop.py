@@ -3,7 +3,7 @@
 One model with open height and width (``build_model(dynamic_size=True)``) trains through every
 stage, so the optimizer state and the learning-rate schedule run on across stage boundaries. Per
 stage: the data pipeline is rebuilt at the stage's image size, RandAugment magnitude and mixup
-alpha (:mod:`edgeeff.trainset`); the classifier's ``top_dropout`` layer gets the stage's rate and
+alpha (:mod:`edgeeff.train.pipeline`); the classifier's ``top_dropout`` layer gets the stage's rate and
 the train function is retraced (``make_train_function(force=True)``) so the new rate is compiled
 in rather than a cached graph's old one. Stochastic depth (the blocks' drop-connect) stays fixed at
 the variant's rate, as in the official code. Validation runs every epoch at the final stage's size.
@@ -27,10 +27,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeeff import rundir
+from edgeeff.train import rundir
 from edgeeff.errors import EdgeeffError
-from edgeeff.schedule import DEFAULT_SCHEDULE, StageSettings, stage_plan
-from edgeeff.variants import resolve
+from edgeeff.train.schedule import DEFAULT_SCHEDULE, StageSettings, stage_plan
+from edgeeff.model.variants import resolve
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 DROPOUT_LAYER = "top_dropout"  # the builder's classifier dropout
@@ -119,7 +119,7 @@ def _fill(model, table: dict) -> None:
 
 def _observe(pipe, model) -> dict:
     """What the stage really runs with, read from the pipeline's own batch and layers and the model."""
-    from edgeeff.schedule import MAGNITUDE_SCALE
+    from edgeeff.train.schedule import MAGNITUDE_SCALE
 
     images, labels = next(iter(pipe.dataset.take(1)))
     dropout = model.get_layer(DROPOUT_LAYER).rate if any(l.name == DROPOUT_LAYER for l in model.layers) else 0.0
@@ -202,7 +202,7 @@ def prepare_run(config: TrainConfig | None, run_dir: str | Path, resume: bool = 
     """Check every input before anything is written or TensorFlow starts: the schedule, the data
     folder (unreadable images counted), then the run directory (created only now). ``--resume``
     takes the config from the run's ``state.json``."""
-    from edgeeff.trainset import read_folder
+    from edgeeff.train.pipeline import read_folder
 
     run_dir = Path(run_dir)
     state = rundir.prepare(run_dir, resume=True) if resume else None
@@ -221,7 +221,7 @@ def prepare_run(config: TrainConfig | None, run_dir: str | Path, resume: bool = 
 
 def train(run: PreparedRun, strategy: str = "default", cpu_replicas: int | None = None, console=None) -> dict:
     """Train (or resume) a prepared run; returns the run card (``edgeeff-run.json``)."""
-    from edgeeff.trainset import eval_pipeline, train_pipeline
+    from edgeeff.train.pipeline import eval_pipeline, train_pipeline
 
     config, run_dir, plan, folder, state, resume = run.config, run.run_dir, run.plan, run.folder, run.state, run.resume
     dist = make_strategy(strategy, cpu_replicas)
@@ -237,7 +237,7 @@ def train(run: PreparedRun, strategy: str = "default", cpu_replicas: int | None 
 
     import keras
 
-    from edgeeff.builder import build_model
+    from edgeeff.model.builder import build_model
 
     with dist.scope():
         keras.utils.set_random_seed(config.seed)

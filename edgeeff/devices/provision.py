@@ -83,8 +83,8 @@ def upload_wheelhouse(remote, wheelhouse: Path) -> str:
 
 def setup(remote, requirements: list[str] | None = None, wheelhouse: Path | None = None, say=lambda text: None) -> dict:
     """Install ``requirements`` into the device's venv (creating it), check they import, and return the
-    kit's probe of the device afterwards. ``remote`` is an ``edgeeff.remote.SSHDevice``."""
-    from edgeeff.remote import RemoteError
+    kit's probe of the device afterwards. ``remote`` is an ``edgeeff.devices.ssh.SSHDevice``."""
+    from edgeeff.devices.ssh import RemoteError
 
     requirements = list(requirements or DEFAULT_PACKAGES)
     venv = venv_of(remote.device)

@@ -46,7 +46,7 @@ def units(model) -> list[str]:
 
 def unit_macs(model) -> dict[str, int]:
     """Multiply-adds of each unit (a block with its SE part): the cost proxy for keeping it in float."""
-    from edgeeff.flops import macs_by_layer
+    from edgeeff.model.flops import macs_by_layer
 
     out = {unit: 0 for unit in units(model)}
     for name, macs in macs_by_layer(model).items():
@@ -59,7 +59,7 @@ def unit_macs(model) -> dict[str, int]:
 def layer_macs(model) -> dict[str, list[tuple[str, int]]]:
     """Each block's weighted layers (as units: :func:`layer_groups`) with their multiply-adds, cheapest
     first: the narrower fallbacks the budget search tries in place of a whole float block."""
-    from edgeeff.flops import macs_by_layer
+    from edgeeff.model.flops import macs_by_layer
 
     macs = macs_by_layer(model)
     out: dict[str, list[tuple[str, int]]] = {}

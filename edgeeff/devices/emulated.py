@@ -342,7 +342,7 @@ def device_settings(board: Board, cache: Path, port: int) -> dict:
 def up(board: Board, name: str, cache: Path, devices_file: str | Path | None, say=lambda text: None, cpu: str | None = None) -> dict:
     """Build what is missing (root, wheels, keys), start sshd if it is not running, write the device
     entry and install the runtimes if the venv is not there yet. Returns timings and the probe."""
-    from edgeeff.devices import read_table, add_device, default_devices_file, get_device
+    from edgeeff.devices.registry import read_table, add_device, default_devices_file, get_device
 
     check_prerequisites(board, cache)
     cpu = cpu or board.qemu_cpu
@@ -369,8 +369,8 @@ def up(board: Board, name: str, cache: Path, devices_file: str | Path | None, sa
         settings["description"] = f"{board.description.split(',')[0]}, {cpu} under qemu-user (--cpu)"
     add_device(name, settings, path, replace=True)
     device = get_device(name, path)
-    from edgeeff import provision
-    from edgeeff.remote import SSHDevice
+    from edgeeff.devices import provision
+    from edgeeff.devices.ssh import SSHDevice
 
     remote = SSHDevice(device)
     mark = time.perf_counter()

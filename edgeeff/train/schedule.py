@@ -44,7 +44,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from edgeeff.errors import EdgeeffError
-from edgeeff.variants import RESOLUTION_RANGE, Variant, resolve
+from edgeeff.model.variants import RESOLUTION_RANGE, Variant, resolve
 
 MAGNITUDE_SCALE = 30.0
 

@@ -64,7 +64,7 @@ def preprocessing_check(variant: str, weights: str | None, samples: list, count:
 def sweep(variant: str, target: str, weights: str | None, calibration: str | Path, images: str | Path, counts: list[int],
           methods: list[str | None], seed: int, root: Path, say: Callable[..., None]) -> list[dict]:
     from edgeeff.convert import convert
-    from edgeeff.sensitivity import validation_figures
+    from edgeeff.quant.sensitivity import validation_figures
     from edgeeff.targets.base import get_target
 
     spec = get_target(target)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeeff.errors import EdgeeffError
-from edgeeff.labels import label_from_filename, synset_index
+from edgeeff.data.labels import label_from_filename, synset_index
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -24,10 +24,10 @@ class Sample:
 
 
 def bundled_photos() -> list[Path]:
-    """The real photos that ship inside the package (licences in ``edgeeff/assets/LICENSES.md``)."""
+    """The real photos that ship inside the package (licences in ``edgeeff/data/assets/LICENSES.md``)."""
     from importlib import resources
 
-    folder = Path(str(resources.files("edgeeff.assets").joinpath("photos")))
+    folder = Path(str(resources.files("edgeeff.data.assets").joinpath("photos")))
     return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".jpg")
 
 
@@ -89,7 +89,7 @@ def write_list(samples: list[Sample], path: str | Path) -> Path:
     """Write ``label<TAB>path`` lines that :func:`list_samples` reads back (synset labels, ``-`` for
     none, absolute paths), atomically."""
     from edgeeff import fsio
-    from edgeeff.labels import imagenet_classes
+    from edgeeff.data.labels import imagenet_classes
 
     classes = imagenet_classes()
     return fsio.write_text(path, "".join(f"{classes[s.label][0] if s.label is not None else '-'}\t{s.path.resolve()}\n" for s in samples))

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from edgeeff.devicekit import ACCELERATORS, TFLITE_RUNTIMES
+from edgeeff.kit.core import ACCELERATORS, TFLITE_RUNTIMES
 from edgeeff.errors import EdgeeffError, unknown_name
 
 if sys.version_info >= (3, 11):
@@ -45,7 +45,7 @@ class Device:
     workdir: str = ".cache/edgeeff"  # relative to the login directory, or absolute
     connect_timeout: float = 10.0
     run_timeout: float = 900.0
-    cpu: str | None = None  # its int8 CPU profile (edgeeff.cpu), recorded by `edgeeff devices check`
+    cpu: str | None = None  # its int8 CPU profile (edgeeff.devices.cpu), recorded by `edgeeff devices check`
     emulated: bool = False  # an emulated board (``edgeeff devices emulate``): its arithmetic is the ARM build's, its timing is not
 
     @property
@@ -70,9 +70,9 @@ class Device:
 
     def runner(self, folder: Path, meta: dict, threads: int | None = None, accept_new_host_key: bool = False):
         """A runner (``predict``/``describe``/``close``) for an artifact folder on this device: here through
-        the target registry, or on a board over SSH (``edgeeff.remote``)."""
+        the target registry, or on a board over SSH (``edgeeff.devices.ssh``)."""
         if self.remote:
-            from edgeeff.remote import RemoteRunner, SSHDevice
+            from edgeeff.devices.ssh import RemoteRunner, SSHDevice
 
             return RemoteRunner(SSHDevice(self, accept_new_host_key), Path(folder), meta, threads)
         from edgeeff.artifact import open_artifact
@@ -80,9 +80,9 @@ class Device:
         return open_artifact(folder, threads, device=self.accelerator)[1]
 
     def cpu_profile(self):
-        """The device's int8 CPU profile (``edgeeff.cpu``): this machine's, or the one `devices check`
+        """The device's int8 CPU profile (``edgeeff.devices.cpu``): this machine's, or the one `devices check`
         recorded for a board (None until it has been checked)."""
-        from edgeeff.cpu import local_profile, named
+        from edgeeff.devices.cpu import local_profile, named
 
         if not self.remote:
             return local_profile()
@@ -90,7 +90,7 @@ class Device:
 
     def check(self) -> None:
         """Fail with one line when a local device is not present, before any work is done. Remote
-        devices are checked by connecting (``edgeeff.remote``)."""
+        devices are checked by connecting (``edgeeff.devices.ssh``)."""
         if not self.remote and self.accelerator == "gpu" and not gpu_backends():
             raise EdgeeffError("no GPU here: onnxruntime has no CUDA provider and OpenVINO lists no GPU device; use --device cpu "
                                "(or on a CUDA machine: pip install onnxruntime-gpu)")
@@ -163,7 +163,7 @@ def _entry(name: str, table: dict, source: Path) -> Device:
     if values.get("accelerator", "cpu") not in ACCELERATORS:
         raise EdgeeffError(f"{source}: [devices.{name}] accelerator {values['accelerator']!r} is unknown; known: {', '.join(ACCELERATORS)}")
     if values.get("cpu") is not None:
-        from edgeeff.cpu import PROFILES
+        from edgeeff.devices.cpu import PROFILES
 
         if values["cpu"] not in PROFILES:
             raise EdgeeffError(f"{source}: [devices.{name}] cpu {values['cpu']!r} is unknown; known: {', '.join(PROFILES)}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeeff import fsio
-from edgeeff.variants import VARIANTS, Variant
+from edgeeff.model.variants import VARIANTS, Variant
 from edgeeff.weights.cards import cards_for
 
 
@@ -27,7 +27,7 @@ def cache_dir() -> Path:
 
 
 def _variant_key(variant: Variant) -> str:
-    import edgeeff.builder as builder
+    import edgeeff.model.builder as builder
 
     payload = json.dumps(asdict(variant), sort_keys=True, default=str) + Path(builder.__file__).read_text()
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -43,8 +43,8 @@ def counts(variant: Variant, use_cache: bool = True) -> dict:
             pass
     import keras
 
-    from edgeeff.builder import build_model
-    from edgeeff.flops import count_macs, count_params
+    from edgeeff.model.builder import build_model
+    from edgeeff.model.flops import count_macs, count_params
 
     model = build_model(variant)
     total, trainable = count_params(model)

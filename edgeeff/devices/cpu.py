@@ -60,14 +60,14 @@ def detect(features, machine: str) -> CpuProfile:
 
 
 def local_profile() -> CpuProfile:
-    from edgeeff.devicekit import cpu_features
+    from edgeeff.kit.core import cpu_features
 
     return detect(cpu_features()[0], platform.machine())
 
 
 def recipe_note(meta: dict, profile: CpuProfile | None) -> str | None:
     """What a row says when an artifact's int8 recipe is wrong for the CPU it ran on."""
-    from edgeeff.recipes import saturation_warning
+    from edgeeff.quant.recipes import saturation_warning
 
     if profile is None or not meta.get("target"):
         return None

@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
-from edgeeff import blocks
+from edgeeff.model import blocks
 from edgeeff.errors import UnknownNameError, VariantError
 
 PHI_RANGE = (-4.0, 8.0)

@@ -1,6 +1,6 @@
 """Int8 recipes as data: for each int8 target and each kind of CPU arithmetic, the quantizer
 settings and calibration count that convert uses unless told otherwise, with the measurement that
-chose them. A row is chosen by the CPU profile of where the artifact will run (``edgeeff.cpu``):
+chose them. A row is chosen by the CPU profile of where the artifact will run (``edgeeff.devices.cpu``):
 detected here, read from a device, or named with ``--for-cpu``.
 
 Full-range int8 weights are what a CPU with int32 accumulation (VNNI, AMX, ARM dot product) wants;
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgeeff.cpu import CpuProfile
+from edgeeff.devices.cpu import CpuProfile
 
 
 @dataclass(frozen=True)
 class Recipe:
     target: str
-    int8_dot: bool  # the CPU class the row is for (edgeeff.cpu.CpuProfile.int8_dot)
+    int8_dot: bool  # the CPU class the row is for (edgeeff.devices.cpu.CpuProfile.int8_dot)
     options: dict = field(default_factory=dict)  # convert options (a user's own win)
     calibration_count: int = 200
     evidence: str = ""  # the results file that chose it

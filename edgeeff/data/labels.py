@@ -12,7 +12,7 @@ _SYNSET = re.compile(r"^(n\d{8})")
 @lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[tuple[str, str], ...]:
     """(synset, name) in the standard class-index order (sorted synsets)."""
-    text = resources.files("edgeeff.assets").joinpath("imagenet_classes.txt").read_text()
+    text = resources.files("edgeeff.data.assets").joinpath("imagenet_classes.txt").read_text()
     rows = []
     for line in text.splitlines():
         if line.strip():

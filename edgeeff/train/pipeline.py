@@ -12,9 +12,9 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeeff.data import IMAGE_SUFFIXES
+from edgeeff.data.images import IMAGE_SUFFIXES
 from edgeeff.errors import EdgeeffError
-from edgeeff.schedule import MAGNITUDE_SCALE, StageSettings
+from edgeeff.train.schedule import MAGNITUDE_SCALE, StageSettings
 
 MIN_TRAIN_PER_CLASS = 1  # and at least one validation image per class
 RANDAUGMENT_OPS = 2  # the paper's N (ops per image)
@@ -183,7 +183,7 @@ def train_pipeline(items: list[tuple[Path, int]], num_classes: int, settings: St
 
 def eval_pipeline(items: list[tuple[Path, int]], num_classes: int, size: int, crop_padding: int, global_batch: int):
     """Evaluation at one size, with the preprocessing card's geometry: a centred square crop of
-    ``size / (size + crop_padding)`` of the shorter side, bicubic resize (as ``edgeeff.preprocess``)."""
+    ``size / (size + crop_padding)`` of the shorter side, bicubic resize (as ``edgeeff.data.preprocess``)."""
     import tensorflow as tf
 
     def center(image, label):

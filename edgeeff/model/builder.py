@@ -1,4 +1,4 @@
-"""One Keras builder for the whole family: it reads a :class:`~edgeeff.variants.Variant` and nothing else.
+"""One Keras builder for the whole family: it reads a :class:`~edgeeff.model.variants.Variant` and nothing else.
 
 Layer names are Keras Applications' (``stem_conv``, ``block2b_se_reduce``, ``top_conv``,
 ``predictions``...), so official weights load by name and per-layer reports point at readable
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from edgeeff.variants import Variant
+from edgeeff.model.variants import Variant
 
 if TYPE_CHECKING:  # keras is imported lazily: `import edgeeff` must stay cheap
     import keras

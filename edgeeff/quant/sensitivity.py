@@ -7,7 +7,7 @@ onnxruntime ``nodes_to_exclude``, NNCF ``IgnoredScope``, the TFLite quantization
 deny-list), validated against the Keras fp32 model on the evaluation images. Trials live in a
 temporary folder; only the chosen artifact is published.
 
-* ``sensitivity``: per unit (``edgeeff.blockmap``), ``keep-float`` (everything int8 but this unit:
+* ``sensitivity``: per unit (``edgeeff.model.blockmap``), ``keep-float`` (everything int8 but this unit:
   the error it removes) or ``quantize-alone`` (only this unit int8: the error it causes), with
   top-1 agreement, mean cosine and SNR of the logits against fp32.
 * ``within_budget``: plain int8 first; if it misses the budget, the target's latency-free
@@ -105,7 +105,7 @@ class Trials:
 def _costs(variant: str, weights: str | None) -> tuple[dict[str, int], dict[str, list[tuple[str, int]]]]:
     """Every unit in network order with its multiply-adds (a block's include its SE part), and each
     block's convolutions with theirs, cheapest first; from one build of the model."""
-    from edgeeff import blockmap
+    from edgeeff.model import blockmap
     from edgeeff.api import build
 
     model = build(variant, weights=weights, classifier_activation=None)
@@ -287,7 +287,7 @@ def _join(trials: Trials, chosen: list[str], meta: dict, every: list[str], costs
     speedup where block1a alone kept 96 %, 11 interleaved rounds of fresh processes in an earlier
     sitting; 103 % against 89 % in the re-timings of the published results). The set then holds
     more blocks than the fewest; the record's steps say which were added and how fast each ran."""
-    from edgeeff.blockmap import unit_of
+    from edgeeff.model.blockmap import unit_of
 
     blocks = [u for u in every if not u.endswith("_se")]
 
@@ -357,7 +357,7 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
     nothing) when even every unit in float misses."""
     from edgeeff.convert import _publish
 
-    from edgeeff.data import list_samples
+    from edgeeff.data.images import list_samples
 
     samples = list_samples(trials.args["images"])
     if max_drop is not None and any(s.label is None for s in samples):

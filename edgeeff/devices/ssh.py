@@ -1,4 +1,4 @@
-"""Devices reached over SSH: the OpenSSH client carries the device kit (``edgeeff.devicekit``, one
+"""Devices reached over SSH: the OpenSSH client carries the device kit (``edgeeff.kit.core``, one
 file), the artifacts and the results; nothing else needs installing on the device.
 
 * Host keys are checked against known_hosts (``StrictHostKeyChecking=yes``); ``accept_new_host_key``
@@ -21,9 +21,9 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from edgeeff import devicekit
+from edgeeff.kit import core as devicekit
 from edgeeff.artifact import read_metadata
-from edgeeff.devices import Device
+from edgeeff.devices.registry import Device
 from edgeeff.errors import EdgeeffError
 from edgeeff.fsio import sha256_of
 

@@ -1,0 +1,1 @@
+"""Data: image folders and lists, the preprocessing card, labels, the bundled photos."""

@@ -1,0 +1,1 @@
+"""The model: variant rows, block notation, the Keras builder, the Keras-name block map, FLOPs."""

@@ -1,0 +1,1 @@
+"""Training: the progressive-learning schedule, the data pipeline, the run directory, the loop."""
