@@ -17,7 +17,7 @@ import keras  # noqa: E402
 
 from edgeeff import fsio, report  # noqa: E402
 from edgeeff.api import build  # noqa: E402
-from edgeeff.data import list_samples  # noqa: E402
+from edgeeff.data.images import list_samples  # noqa: E402
 from edgeeff.evaluate import topk_accuracy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeeff.artifact import open_artifact, reference_model
-from edgeeff.data import list_samples
+from edgeeff.data.images import list_samples
 from edgeeff.evaluate import paired_drop, score_pair
-from edgeeff.preprocess import PreprocessCard
-from edgeeff.sensitivity import settings_text
+from edgeeff.data.preprocess import PreprocessCard
+from edgeeff.quant.sensitivity import settings_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from budget_latency import LISTS, ROOT, isa, merged, publish  # noqa: E402

@@ -28,7 +28,7 @@ from pathlib import Path
 from edgeeff import fsio, report
 from edgeeff.convert import convert
 from edgeeff.measure import Schedule, interleaved_rounds
-from edgeeff.sensitivity import settings_text
+from edgeeff.quant.sensitivity import settings_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sensitivity"

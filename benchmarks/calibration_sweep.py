@@ -48,10 +48,10 @@ def main() -> None:
     from edgeeff import fsio
     from edgeeff.api import build
     from edgeeff.calibration import from_samples
-    from edgeeff.data import list_samples, split
+    from edgeeff.data.images import list_samples, split
     from edgeeff.evaluate import batches
     from edgeeff.targets.base import get_target, load_runner, versions
-    from edgeeff.variants import resolve
+    from edgeeff.model.variants import resolve
     from edgeeff.convert import _export_saved_model, compare_outputs
     from edgeeff.report import environment
 

@@ -78,7 +78,8 @@ def render(data: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from edgeeff import devicekit, fsio, report
+    from edgeeff import fsio, report
+    from edgeeff.kit import core as devicekit
     from edgeeff.bench import ensure_artifacts
 
     parser = argparse.ArgumentParser()

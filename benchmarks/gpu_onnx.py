@@ -38,7 +38,7 @@ def nvidia_smi() -> str | None:
 def accuracy(folder: Path, data, device: str) -> dict:
     import numpy as np
 
-    from edgeeff import devicekit
+    from edgeeff.kit import core as devicekit
     from edgeeff.convert import compare_outputs
 
     meta = json.loads((folder / "edgeeff.json").read_text())
@@ -72,7 +72,7 @@ def main() -> int:
     import onnxruntime as ort
 
     from edgeeff.convert import compare_outputs
-    from edgeeff.devices import get_device, gpu_backends
+    from edgeeff.devices.registry import get_device, gpu_backends
     from edgeeff.report import to_markdown
     from edgeeff.errors import EdgeeffError
     from edgeeff.measure import Schedule, measure_in_subprocess

@@ -36,8 +36,8 @@ def main() -> None:
 
     from edgeeff.api import build
     from edgeeff.convert import convert
-    from edgeeff.data import list_samples, split, write_list
-    from edgeeff.preprocess import load_image
+    from edgeeff.data.images import list_samples, split, write_list
+    from edgeeff.data.preprocess import load_image
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)

@@ -1,12 +1,12 @@
-"""Int8 recipes per CPU: the evidence for ``edgeeff.recipes`` and for convert's validation rule.
+"""Int8 recipes per CPU: the evidence for ``edgeeff.quant.recipes`` and for convert's validation rule.
 
-On the CPU this runs on (its profile detected by ``edgeeff.cpu``), for each variant and int8 target,
+On the CPU this runs on (its profile detected by ``edgeeff.devices.cpu``), for each variant and int8 target,
 three artifacts are converted from the same calibration photos and scored on the same held-out
 photos against the Keras fp32 model:
 
 - ``previous``: the defaults before CPU profiles (7-bit weights everywhere: onnxruntime
   u8s8-reduced, NNCF overflow fix on every layer; 128 calibration images);
-- ``recipe``: this CPU's row of ``edgeeff.recipes`` (what ``edgeeff convert`` now does here);
+- ``recipe``: this CPU's row of ``edgeeff.quant.recipes`` (what ``edgeeff convert`` now does here);
 - ``fp32``: the same backend's float artifact, for the int8 speed-up.
 
 Latency of the three is measured side by side (``edgeeff.measure.side_by_side``), in rounds of
@@ -49,7 +49,7 @@ def held_out(folder: str, samples) -> dict:
     """An artifact scored against its Keras reference on the held-out photos (artifacts validated elsewhere)."""
     from edgeeff.artifact import open_artifact, reference_model
     from edgeeff.evaluate import paired_drop, score_pair
-    from edgeeff.preprocess import PreprocessCard
+    from edgeeff.data.preprocess import PreprocessCard
 
     meta, runner = open_artifact(folder)
     ref = reference_model(meta)
@@ -107,18 +107,20 @@ def main() -> int:
     parser.add_argument("--render", action="store_true", help="Only write the Markdown again from the stem's JSON.")
     args = parser.parse_args()
     if args.render:
-        from edgeeff.cpu import local_profile
+        from edgeeff.devices.cpu import local_profile
 
         stem = args.stem or f"int8_recipes_{local_profile().name}"
         render(json.loads((RESULTS / f"{stem}.json").read_text()), stem)
         return 0
 
-    from edgeeff import devicekit, fsio
+    from edgeeff import fsio
+
+    from edgeeff.kit import core as devicekit
     from edgeeff.convert import convert
-    from edgeeff.cpu import int8_features, local_profile
-    from edgeeff.data import list_samples, split, write_list
+    from edgeeff.devices.cpu import int8_features, local_profile
+    from edgeeff.data.images import list_samples, split, write_list
     from edgeeff.measure import Schedule, side_by_side
-    from edgeeff.variants import resolve
+    from edgeeff.model.variants import resolve
     from edgeeff.weights.cards import default_weights_name
 
     if not (SHARED / "images").is_dir():

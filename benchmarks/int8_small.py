@@ -29,7 +29,7 @@ CASES = (("tflite-int8", {"io_dtype": "uint8"}), ("onnx-int8", {"calibration_met
 def main() -> None:
     from edgeeff import fsio, report
     from edgeeff.convert import convert
-    from edgeeff.data import list_samples, split, write_list
+    from edgeeff.data.images import list_samples, split, write_list
     from edgeeff.targets.base import versions
 
     if not SHARED.is_dir():

@@ -27,7 +27,7 @@ def main() -> None:
     from edgeeff import fsio, report
     from edgeeff.api import build
     from edgeeff.convert import convert, softmax
-    from edgeeff.data import list_samples
+    from edgeeff.data.images import list_samples
     from edgeeff.evaluate import batches
     from edgeeff.targets.base import get_target, load_runner
 

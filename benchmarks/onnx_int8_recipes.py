@@ -27,7 +27,7 @@ RECIPES = ("u8s8-reduced", "u8s8", "s8s8")
 
 
 def cpu_features() -> dict:
-    from edgeeff import devicekit
+    from edgeeff.kit import core as devicekit
 
     flags = set()
     try:
@@ -44,7 +44,7 @@ def cpu_features() -> dict:
 def measure(out: Path) -> Path:
     from edgeeff import fsio, report
     from edgeeff.convert import convert
-    from edgeeff.data import list_samples, split, write_list
+    from edgeeff.data.images import list_samples, split, write_list
     from edgeeff.targets.base import versions
 
     if not SHARED.is_dir():

@@ -51,8 +51,8 @@ def same_outputs(written: Path, published: Path) -> float:
     """Largest absolute difference of the two graphs' outputs on the embedded photos."""
     import onnxruntime as ort
 
-    from edgeeff.data import bundled_photos
-    from edgeeff.preprocess import PreprocessCard, load_image
+    from edgeeff.data.images import bundled_photos
+    from edgeeff.data.preprocess import PreprocessCard, load_image
 
     sessions = [ort.InferenceSession(str(p / "model.onnx"), providers=["CPUExecutionProvider"]) for p in (written, published)]
     resolution = sessions[0].get_inputs()[0].shape[1]

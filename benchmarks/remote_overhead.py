@@ -27,9 +27,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv: list[str]) -> int:
     from edgeeff import fsio
     from edgeeff.bench import ensure_artifacts
-    from edgeeff.devices import get_device
+    from edgeeff.devices.registry import get_device
     from edgeeff.measure import Schedule, measure_in_subprocess
-    from edgeeff.remote import SSHDevice
+    from edgeeff.devices.ssh import SSHDevice
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", required=True)

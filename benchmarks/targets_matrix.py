@@ -69,7 +69,7 @@ def main() -> None:
 
     from edgeeff import fsio
     from edgeeff.bench import add_speedups
-    from edgeeff.data import list_samples, split, write_list
+    from edgeeff.data.images import list_samples, split, write_list
     from edgeeff.measure import Schedule, measure_in_subprocess
     from edgeeff.report import environment, to_markdown
     from edgeeff.targets.base import TARGETS, versions

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from edgeeff import fsio, report
-from edgeeff.train import TrainConfig, prepare_run, train
+from edgeeff.train.loop import TrainConfig, prepare_run, train
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parent.parent / "shared" / "data" / "imagenet-sample"

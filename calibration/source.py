@@ -9,10 +9,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from edgeeff.data import Sample, bundled_photos, list_samples
+from edgeeff.data.images import Sample, bundled_photos, list_samples
 from edgeeff.errors import EdgeeffError, ImageError
 from edgeeff.fsio import sha256_of
-from edgeeff.preprocess import PreprocessCard, crop_and_resize, load_rgb
+from edgeeff.data.preprocess import PreprocessCard, crop_and_resize, load_rgb
 
 # Calibration set sizes, chosen from benchmarks/results/calibration_sweep.md (Lite0, 290 held-out
 # ImageNet photos): agreement with fp32 was flat from 16 to 210 images on all three backends (within
@@ -131,7 +131,7 @@ class CalibrationSource:
         }
 
 
-EMBEDDED_ORIGIN = "embedded default photos (edgeeff/assets/photos)"
+EMBEDDED_ORIGIN = "embedded default photos (edgeeff/data/assets/photos)"
 
 
 def from_images(

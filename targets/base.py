@@ -3,7 +3,7 @@
 A backend module (``keras``, ``tflite``, ``onnx``, ``openvino``) provides
 ``export(model, spec, dest, calibration, options, saved_model=, progress=) -> dict``: it writes the
 artifact at ``dest`` and returns details for the metadata (``progress(done, total)`` follows the
-calibration passes). Running an artifact is the device kit's job (``edgeeff.devicekit``), here
+calibration passes). Running an artifact is the device kit's job (``edgeeff.kit.core``), here
 through :func:`load_runner` and on a remote device through the same file. Heavy imports live inside
 those modules; importing this registry is free.
 """
@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgeeff.devicekit import ArrayRunner, RunnerError, load_runner as _kit_load_runner
+from edgeeff.kit.core import ArrayRunner, RunnerError, load_runner as _kit_load_runner
 from edgeeff.errors import BackendMissingError, EdgeeffError, lookup
 
 
@@ -44,7 +44,7 @@ class TargetSpec:
     tools: tuple[tuple[str, str], ...] = ()  # (executable, how to install it) the export needs
     accelerator: str | None = None  # the accelerator the artifact needs to run (devicekit.ACCELERATORS)
     # Settings that change how the int8 numbers are chosen but not the graph that runs them, so they
-    # cost conversion time and no latency: the budget search (``edgeeff.sensitivity``) tries each,
+    # cost conversion time and no latency: the budget search (``edgeeff.quant.sensitivity``) tries each,
     # in order, before it keeps any block in float.
     budget_settings: tuple[tuple[tuple[str, object], ...], ...] = ()
 

@@ -20,7 +20,7 @@ TYPES = {
     "u8u8": ("QUInt8", "QUInt8", False),
     "u8s8-reduced": ("QUInt8", "QInt8", True),
 }
-# Which types a conversion uses is the int8 recipe's choice for the CPU it is for (edgeeff.recipes:
+# Which types a conversion uses is the int8 recipe's choice for the CPU it is for (edgeeff.quant.recipes:
 # u8s8-reduced where int8 pairs saturate in int16, s8s8 with VNNI, AMX or ARM dot products); this
 # is only the fallback of a direct export() call without options, the setting safe on every CPU.
 DEFAULT_TYPES = "u8s8-reduced"
@@ -46,7 +46,7 @@ def _to_onnx(model, dest: Path) -> None:
 def is_preprocessing_node(name: str) -> bool:
     """Whether an ONNX node (or a profiler event named after one) belongs to the in-graph
     preprocessing: tf2onnx keeps the Keras layer's name in the node's scope."""
-    from edgeeff.builder import PREPROCESS_LAYER
+    from edgeeff.model.builder import PREPROCESS_LAYER
 
     return f"/{PREPROCESS_LAYER}" in name or name.startswith(PREPROCESS_LAYER)
 
@@ -130,7 +130,7 @@ def block_node_names(model, path: Path, blocks: list[str]) -> list[str]:
     float" 6.9 dB worse than plain int8."""
     import onnx
 
-    from edgeeff import blockmap
+    from edgeeff.model import blockmap
 
     layers = blockmap.layers_of(model, blockmap.check_units(model, blocks))
     graph = onnx.load(str(path), load_external_data=False).graph

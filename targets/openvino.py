@@ -15,7 +15,7 @@ PRESETS = ("performance", "mixed")
 # NNCF's overflow fix keeps weights to 7 bits so int8 kernels cannot saturate on CPUs without VNNI
 # (AVX2 sums two u8*s8 products in int16). NNCF's own default fixes the first layer only; measured
 # on an AVX2 CPU that costs Lite0 7 points of agreement (benchmarks/results/calibration_sweep.md).
-# Which one a conversion uses is the int8 recipe's choice for the CPU it is for (edgeeff.recipes);
+# Which one a conversion uses is the int8 recipe's choice for the CPU it is for (edgeeff.quant.recipes);
 # "enable", safe on every CPU, is only the fallback of a direct export() call without options.
 OVERFLOW_FIX = ("enable", "first_layer_only", "disable")
 
@@ -27,7 +27,7 @@ def weighted_op_names(model, ov_model) -> dict[str, str]:
     """Keras layer name -> OpenVINO op name of every convolution and matmul. The TF frontend renames
     ops, so they are matched to Keras layers by order and output channels
     (``blockmap.match_weighted_ops``), not by name."""
-    from edgeeff import blockmap
+    from edgeeff.model import blockmap
 
     ops = [op for op in ov_model.get_ordered_ops() if op.get_type_name() in WEIGHTED]
 
@@ -41,7 +41,7 @@ def weighted_op_names(model, ov_model) -> dict[str, str]:
 
 def block_op_names(model, ov_model, blocks: list[str]) -> list[str]:
     """OpenVINO op names of the convolutions and matmuls of the given Keras blocks, for NNCF's IgnoredScope."""
-    from edgeeff import blockmap
+    from edgeeff.model import blockmap
 
     mapping = weighted_op_names(model, ov_model)
     layers = blockmap.layers_of(model, blockmap.check_units(model, blocks))
@@ -71,7 +71,7 @@ def _accuracy_controlled(model, ov_model, calibration, control: dict, quantizing
     import numpy as np
     import openvino as ov
 
-    from edgeeff.data import list_samples
+    from edgeeff.data.images import list_samples
     from edgeeff.evaluate import batches
 
     samples = list_samples(control["images"])

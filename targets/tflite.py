@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeeff.errors import EdgeeffError
-from edgeeff.devicekit import native_stderr_muted, tflite_module
+from edgeeff.kit.core import native_stderr_muted, tflite_module
 from edgeeff.targets.base import TargetSpec, versions
 
 
@@ -35,7 +35,7 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
     blocks = options.get("float_blocks") or []
     kept: set[str] = set()
     if blocks:
-        from edgeeff import blockmap
+        from edgeeff.model import blockmap
 
         kept = blockmap.layers_of(model, blockmap.check_units(model, blocks))
     try:
@@ -94,7 +94,7 @@ def _ops_of(interp, layers: set[str]) -> dict[int, list[str]]:
     named by its output tensor, but the layer that writes the graph's output gets the signature's
     name (``StatefulPartitionedCall_1:0``, no layer path; ``...:01`` in front of an int8 output's
     QUANTIZE), so such an op is named by its constant inputs instead (``lite0_1/predictions_1/MatMul``)."""
-    from edgeeff import blockmap
+    from edgeeff.model import blockmap
 
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # the interpreter's own op table; no public equivalent

@@ -4,7 +4,7 @@ import keras
 import pytest
 
 from edgeeff.api import build
-from edgeeff.data import list_samples
+from edgeeff.data.images import list_samples
 from edgeeff.evaluate import topk_accuracy
 
 

@@ -23,7 +23,7 @@ def test_schedule_runs_at_least_the_minimums():
 
 
 def test_a_side_by_side_worker_answers_each_request_with_its_timings(monkeypatch):
-    from edgeeff import devicekit
+    from edgeeff.kit import core as devicekit
 
     monkeypatch.setattr(devicekit, "SETTLE_SECONDS", 0)
     calls, written = [], []

@@ -1,8 +1,8 @@
 import pytest
 
-from edgeeff import blocks
+from edgeeff.model import blocks
 from edgeeff.errors import VariantError
-from edgeeff.variants import VARIANTS, compound
+from edgeeff.model.variants import VARIANTS, compound
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from edgeeff.builder import build_model
-from edgeeff.flops import count_macs, count_params
-from edgeeff.variants import VARIANTS, resolve
+from edgeeff.model.builder import build_model
+from edgeeff.model.flops import count_macs, count_params
+from edgeeff.model.variants import VARIANTS, resolve
 
 # Keras Applications' count_params() for the same architecture. Keras keeps 7 preprocessing
 # statistics (Normalization mean/variance/count) as weights in V1 models; ours live in the card.

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 from edgeeff.convert import convert
-from edgeeff.data import list_samples, split, write_list
+from edgeeff.data.images import list_samples, split, write_list
 from edgeeff.errors import EdgeeffError
 
 TINY = "lite0:width=0.25,depth=0.25,resolution=64"
@@ -121,8 +121,8 @@ def test_small_calibration_sets_get_views_of_each_photo(few_images):
 
     from edgeeff.calibration import from_samples
     from edgeeff.calibration.source import CalibrationError
-    from edgeeff.data import Sample
-    from edgeeff.preprocess import PreprocessCard, load_image
+    from edgeeff.data.images import Sample
+    from edgeeff.data.preprocess import PreprocessCard, load_image
 
     card = PreprocessCard((127.0, 127.0, 127.0), (128.0, 128.0, 128.0))
     samples = [Sample(p, None) for p in few_images]

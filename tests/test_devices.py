@@ -329,7 +329,7 @@ def test_edge_tpu_target_needs_its_compiler(tmp_path):
 
 @pytest.mark.slow
 def test_missing_accelerators_name_what_to_install(artifacts):
-    from edgeeff.devicekit import RunnerError, load_runner
+    from edgeeff.kit.core import RunnerError, load_runner
 
     tflite = next(artifacts.glob("*tflite-fp32")) / "model.tflite"
     onnx = next(artifacts.glob("*onnx-fp32")) / "model.onnx"
@@ -367,7 +367,7 @@ TENSORRT_FAILURE_LOG = [
 
 
 def test_a_provider_that_fails_to_start_is_explained_by_its_own_log():
-    from edgeeff.devicekit import provider_failure
+    from edgeeff.kit.core import provider_failure
 
     assert provider_failure(CUDA_FAILURE_LOG) == ": libcublasLt.so.13: cannot open shared object file: No such file or directory"
     assert provider_failure(TENSORRT_FAILURE_LOG).startswith(": Please install TensorRT libraries")
@@ -378,7 +378,7 @@ def test_a_provider_that_fails_to_start_is_explained_by_its_own_log():
 def test_native_stderr_is_captured_and_restored():
     import ctypes
 
-    from edgeeff.devicekit import native_stderr_captured
+    from edgeeff.kit.core import native_stderr_captured
 
     libc = ctypes.CDLL(None)
     with native_stderr_captured() as log:
@@ -393,7 +393,7 @@ def test_peak_memory_of_a_child_is_its_own_not_its_parents():
     code = ("import subprocess, sys\n"
             "ballast = bytearray(400 * 2**20)\n"
             "ballast[::4096] = b'x' * len(ballast[::4096])\n"
-            "print(subprocess.run([sys.executable, '-c', 'from edgeeff.devicekit import peak_rss_mb; print(peak_rss_mb())'],"
+            "print(subprocess.run([sys.executable, '-c', 'from edgeeff.kit.core import peak_rss_mb; print(peak_rss_mb())'],"
             " capture_output=True, text=True, check=True).stdout)")
     child_mb = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 5 < child_mb < 200, child_mb
@@ -401,7 +401,7 @@ def test_peak_memory_of_a_child_is_its_own_not_its_parents():
 
 @pytest.mark.slow
 def test_onnx_node_placement_is_read_from_the_runtime_profile(artifacts):
-    from edgeeff.devicekit import OnnxRunner
+    from edgeeff.kit.core import OnnxRunner
 
     runner = OnnxRunner(next(artifacts.glob("*onnx-fp32")) / "model.onnx", threads=1)
     placement = runner.node_placement()

@@ -30,7 +30,7 @@ QUICK = ["--rounds", "1", "--warmup-runs", "1", "--warmup-seconds", "0", "--min-
 def emulated(tmp_path_factory):
     """The emulated rpi up (built or reused), its entry in a test devices file; stopped afterwards
     unless it was running before the tests."""
-    from edgeeff import emulate
+    from edgeeff.devices import emulated as emulate
 
     board = emulate.get_board("rpi")
     cache = emulate.default_cache(board)
@@ -134,7 +134,7 @@ def test_compare_local_needs_a_remote_device(tmp_path):
 
 def test_emulate_bad_input_is_one_line(tmp_path):
     assert_one_line_error(run_cli("devices", "emulate", "rpj"), "did you mean 'rpi'")
-    from edgeeff import emulate
+    from edgeeff.devices import emulated as emulate
 
     board = emulate.get_board("rpi")
     if emulate.missing_prerequisite(board, emulate.default_cache(board)) is None:

@@ -57,10 +57,10 @@ def test_eval_scores_real_lite0_int8_on_real_photos(tmp_path, sample_images):
     benchmarks/results/targets_lite0.json (AMD EPYC, AVX2), onnx-int8 on these 290 photos: Keras
     top-1 0.8828 (256/290), int8 top-1 0.8724 (253/290), agreement 0.9552 (277/290);
     benchmarks/results/onnx_int8_recipes/*avx-512-vnni.json (Intel Xeon, AVX-512 VNNI): u8s8-reduced (the
-    AVX2 recipe) 0.8759 / 0.9586, u8s8 (the VNNI recipe, edgeeff.recipes) higher. Int8 kernels round differently across CPUs, so the int8
+    AVX2 recipe) 0.8759 / 0.9586, u8s8 (the VNNI recipe, edgeeff.quant.recipes) higher. Int8 kernels round differently across CPUs, so the int8
     bounds allow four photos (1.4 points) below the lower (AVX2) record; the fp32 reference one photo
     (a near-tie)."""
-    from edgeeff.data import list_samples, split, write_list
+    from edgeeff.data.images import list_samples, split, write_list
 
     calib, evaluation = split(list_samples(sample_images[0].parent), 0.4, seed=0)
     assert (len(calib), len(evaluation)) == (210, 290)

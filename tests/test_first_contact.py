@@ -105,7 +105,7 @@ def test_a_channels_first_model_expecting_normalised_input(tmp_path, sample_imag
     rows = json.loads((tmp_path / "p.json").read_text())["rows"]
     assert {r["name"] for r in rows} == {"red", "green", "blue"}
     # the logits are the image's mean colour in 0-1: check against the decoded pixels themselves
-    from edgeeff.preprocess import PreprocessCard, load_image
+    from edgeeff.data.preprocess import PreprocessCard, load_image
 
     pixels = load_image(sample_images[0], 32, PreprocessCard((0.0,) * 3, (1.0,) * 3)) / 255.0
     mean = pixels.reshape(-1, 3).mean(0)
@@ -141,7 +141,7 @@ def test_devices_are_added_listed_and_removed_from_the_cli(tmp_path):
 
 
 def test_gpu_is_listed_only_where_one_is_usable():
-    from edgeeff.devices import gpu_backends
+    from edgeeff.devices.registry import gpu_backends
 
     rows = json.loads(run_cli("devices", "list", "--json", "-").stdout)["rows"]
     assert ("gpu" in [r["device"] for r in rows]) == bool(gpu_backends())
@@ -200,7 +200,7 @@ def test_bench_csv_and_eval_json_are_typed(tiny, tmp_path):
     row = next(csv.DictReader((tmp_path / "b.csv").open()))
     assert isinstance(json.loads(row["versions"]), dict)  # JSON, not a Python repr
     listing = tmp_path / "l.txt"
-    from edgeeff.data import bundled_photos
+    from edgeeff.data.images import bundled_photos
 
     listing.write_text("".join(f"n03877845\t{p}\n" for p in bundled_photos()[:2]))
     evald = run_cli("eval", str(tiny["tflite-fp32"]), "--images", str(listing), "--json", "-")

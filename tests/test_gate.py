@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error, run_cli
-from edgeeff.data import list_samples, split, write_list
-from edgeeff.gate import _manifest
+from edgeeff.data.images import list_samples, split, write_list
+from edgeeff.quant.gate import _manifest
 
 REAL_SMALL = "lite0:resolution=128"
 
@@ -114,7 +114,7 @@ _KEY = "lite0|lite0-pypi|onnx-int8"
 def _rules(**changes):
     from pathlib import Path
 
-    from edgeeff.gate import Check, GateConfig
+    from edgeeff.quant.gate import Check, GateConfig
 
     values = dict(checks=(Check("lite0", "lite0-pypi", ("onnx-int8",)),), images=Path("."), max_drop=3.0, min_agreement=0.93,
                   tolerance=1.5, agreement_tolerance=0.02, budget_on="point")
@@ -133,7 +133,7 @@ def _baseline(drop=1.03, agreement=0.955):
 
 
 def _judge(config, result, baseline):
-    from edgeeff.gate import judge
+    from edgeeff.quant.gate import judge
 
     return judge(config, result, baseline)[0]
 
@@ -174,7 +174,7 @@ def test_gate_agreement_may_not_fall_below_the_baseline_by_more_than_its_toleran
 
 
 def test_gate_names_every_broken_rule_and_the_markdown_says_failed():
-    from edgeeff.gate import judge, markdown
+    from edgeeff.quant.gate import judge, markdown
 
     config, result = _rules(budget_on="bound"), _result(drop=4.0, ci95=(2.0, 6.0), agreement=0.90)
     failures, _notes = judge(config, result, _baseline(drop=0.5, agreement=0.96))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from edgeeff.cpu import PROFILES, detect, from_probe, local_profile, named, recipe_note
-from edgeeff.recipes import FULL_RANGE, RECIPES, recipe_for, saturation_warning
+from edgeeff.devices.cpu import PROFILES, detect, from_probe, local_profile, named, recipe_note
+from edgeeff.quant.recipes import FULL_RANGE, RECIPES, recipe_for, saturation_warning
 
 TINY = "lite0:width=0.25,depth=0.25,resolution=64"
 

@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from edgeeff.builder import build_model
-from edgeeff.preprocess import PreprocessCard, load_image
-from edgeeff.variants import resolve
+from edgeeff.model.builder import build_model
+from edgeeff.data.preprocess import PreprocessCard, load_image
+from edgeeff.model.variants import resolve
 from edgeeff.weights.cards import IMAGENET_MEAN, IMAGENET_STD
 from edgeeff.weights.loaders import assign_by_name, weights_of_model
 

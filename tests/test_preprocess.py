@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from edgeeff.errors import ImageError
-from edgeeff.preprocess import PreprocessCard, load_image, load_rgb
+from edgeeff.data.preprocess import PreprocessCard, load_image, load_rgb
 
 CARD = PreprocessCard((127.0,) * 3, (128.0,) * 3)
 

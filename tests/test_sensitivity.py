@@ -12,10 +12,10 @@ import onnx
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from edgeeff import blockmap
+from edgeeff.model import blockmap
 from edgeeff.api import build
 from edgeeff.convert import convert
-from edgeeff.data import list_samples, split, write_list
+from edgeeff.data.images import list_samples, split, write_list
 
 SMALL = "lite0:resolution=64"  # real Lite0 weights (int8 needs peaked outputs), low resolution for speed
 
@@ -232,7 +232,7 @@ class _RuleTrials:
 
 @pytest.mark.slow
 def test_budget_settings_reach_the_backend_once(tmp_path, lists):
-    from edgeeff.sensitivity import Trials
+    from edgeeff.quant.sensitivity import Trials
     from edgeeff.targets.base import get_target
 
     assert get_target("openvino-int8").budget_settings == ((("fast_bias_correction", False),),
@@ -249,7 +249,7 @@ def test_budget_settings_reach_the_backend_once(tmp_path, lists):
 
 
 def test_settle_tries_latency_free_settings_before_any_float_block():
-    from edgeeff.sensitivity import _settle
+    from edgeeff.quant.sensitivity import _settle
 
     full = (("fast_bias_correction", False),)
     plain = _RuleTrials({"block1a"}, budget_settings=(full,), drops={full: 0.0})
@@ -278,7 +278,7 @@ def test_settle_tries_latency_free_settings_before_any_float_block():
 
 
 def test_prune_drops_blocks_the_budget_holds_without_costliest_first():
-    from edgeeff.sensitivity import _prune
+    from edgeeff.quant.sensitivity import _prune
 
     trials = _RuleTrials({"block2a"})
     steps = [{"float_blocks": [], "meets": False}, {"float_blocks": ["stem"], "meets": False},
@@ -293,7 +293,7 @@ def test_prune_drops_blocks_the_budget_holds_without_costliest_first():
 
 
 def test_backend_search_adopts_nncf_float_layers_only_when_they_hold():
-    from edgeeff.sensitivity import MAX_REVERTED, _backend_search
+    from edgeeff.quant.sensitivity import MAX_REVERTED, _backend_search
 
     full = {"fast_bias_correction": False}
     mixed = {**full, "preset": "mixed"}
@@ -372,7 +372,7 @@ def test_openvino_budget_takes_nncf_accuracy_control_end_to_end(tmp_path, lists)
 
 
 def test_narrow_keeps_one_convolution_of_a_block_where_that_holds():
-    from edgeeff.sensitivity import _narrow
+    from edgeeff.quant.sensitivity import _narrow
 
     layers = {"block1a": [("block1a_project_conv", 5), ("block1a_dwconv", 9)], "block6a": [("block6a_dwconv", 3)]}
     trials = _RuleTrials({"block1a"}, either={"block1a_dwconv"})  # the error comes from block1a's depthwise conv
@@ -395,7 +395,7 @@ def test_narrow_keeps_one_convolution_of_a_block_where_that_holds():
 
 
 def test_join_adds_a_neighbour_only_where_it_closes_a_float_island_and_runs_faster():
-    from edgeeff.sensitivity import _join
+    from edgeeff.quant.sensitivity import _join
 
     every = ["stem", "block1a", "block2a", "block2b", "block3a", "head"]
     costs = {"stem": 4, "block1a": 3, "block2a": 9, "block2b": 5, "block3a": 7, "head": 2}
@@ -428,7 +428,7 @@ def test_join_adds_a_neighbour_only_where_it_closes_a_float_island_and_runs_fast
 
 
 def test_unit_costs_are_the_blocks_multiply_adds():
-    from edgeeff.flops import count_macs
+    from edgeeff.model.flops import count_macs
 
     b0 = build("b0:width=0.25,depth=0.25,resolution=32", weights=None)
     costs = blockmap.unit_macs(b0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from edgeeff.schedule import SCHEDULES, ScheduleError, stage_plan
+from edgeeff.train.schedule import SCHEDULES, ScheduleError, stage_plan
 
 TINY = "v2-b0:width=0.25,depth=0.25"
 # EfficientNetV2 paper, Table 6: (min size, max size, RandAugment, mixup, dropout) per model.

@@ -1,7 +1,7 @@
 import pytest
 
 from edgeeff.errors import UnknownNameError, VariantError
-from edgeeff.variants import VARIANTS, list_variants, resolve
+from edgeeff.model.variants import VARIANTS, list_variants, resolve
 
 
 def test_registry_has_the_whole_family():

@@ -12,7 +12,7 @@ from edgeeff.weights.cards import all_cards, find_card
 from edgeeff.fsio import sha256_of
 from edgeeff.weights.loaders import pypi_file
 from edgeeff.weights.torch_legacy import load_state_dict
-from edgeeff.variants import resolve
+from edgeeff.model.variants import resolve
 
 
 @pytest.fixture(scope="module")
