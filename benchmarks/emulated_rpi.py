@@ -79,7 +79,7 @@ def render(data: dict) -> str:
 
 def main(argv: list[str]) -> int:
     from edgeeff import fsio, report
-    from edgeeff.kit import core as devicekit
+    from edgeeff.kit import probe as kit_probe
     from edgeeff.bench import ensure_artifacts
 
     parser = argparse.ArgumentParser()
@@ -139,7 +139,7 @@ def main(argv: list[str]) -> int:
             })
             say(f"{target}: vs Keras {report.percent(row['top1_agreement'])}, vs x86 {report.percent(local['top1_agreement'])} "
                 f"({len(local['disagreements'])} disagree, {local['identical_outputs']} identical), {wall:.0f} s")
-    host = devicekit.probe()
+    host = kit_probe.probe()
     host_features = [f for f in host["cpu_features"] if f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")]
     payload = {
         "variant": args.variant, "weights": args.weights, "images": str(args.images), "image_count": len(names), "image_names": names,

@@ -38,12 +38,12 @@ def nvidia_smi() -> str | None:
 def accuracy(folder: Path, data, device: str) -> dict:
     import numpy as np
 
-    from edgeeff.kit import core as devicekit
+    from edgeeff.kit import core as kit_core
     from edgeeff.convert import compare_outputs
 
     meta = json.loads((folder / "edgeeff.json").read_text())
     t0 = time.perf_counter()
-    runner = devicekit.load_runner("onnx", folder / meta["artifact"], accelerator=device)
+    runner = kit_core.load_runner("onnx", folder / meta["artifact"], accelerator=device)
     init_s = time.perf_counter() - t0
     pixels = data["pixels"].astype(np.float32)
     t0 = time.perf_counter()

@@ -115,7 +115,8 @@ def main() -> int:
 
     from edgeeff import fsio
 
-    from edgeeff.kit import core as devicekit
+
+    from edgeeff.kit import probe as kit_probe
     from edgeeff.convert import convert
     from edgeeff.devices.cpu import int8_features, local_profile
     from edgeeff.data.images import list_samples, split, write_list
@@ -175,7 +176,7 @@ def main() -> int:
             rule_rows = old.get("validation_rule", [])
     order = {t: i for i, t in enumerate(TARGETS)}
     rows.sort(key=lambda r: (r["variant"], order.get(r["target"], 9), r["setting"] != "previous"))
-    payload = {"cpu": devicekit.cpu_model(), "cpu_features": int8_features(devicekit.cpu_features()[0]), "cpu_profile": profile.name,
+    payload = {"cpu": kit_probe.cpu_model(), "cpu_features": int8_features(kit_probe.cpu_features()[0]), "cpu_profile": profile.name,
                "calibration": "shared sample, seeded split 0.4 (200 calibration photos)", "held_out_images": len(held),
                "rows": rows, "validation_rule": rule_rows}
     fsio.write_text(RESULTS / f"{stem}.json", json.dumps(payload, indent=2) + "\n")

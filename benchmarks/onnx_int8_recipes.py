@@ -27,7 +27,7 @@ RECIPES = ("u8s8-reduced", "u8s8", "s8s8")
 
 
 def cpu_features() -> dict:
-    from edgeeff.kit import core as devicekit
+    from edgeeff.kit import probe as kit_probe
 
     flags = set()
     try:
@@ -38,7 +38,7 @@ def cpu_features() -> dict:
     except OSError:
         pass
     int8 = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-VNNI" if "avx_vnni" in flags else "AVX2, no VNNI" if "avx2" in flags else "no AVX2"
-    return {"model": devicekit.cpu_model(), "int8_instructions": int8, "amx": "amx_int8" in flags}
+    return {"model": kit_probe.cpu_model(), "int8_instructions": int8, "amx": "amx_int8" in flags}
 
 
 def measure(out: Path) -> Path:

@@ -26,12 +26,12 @@ def read_metadata(folder: str | Path) -> dict:
 def resolve_artifact(path: str | Path, root: Path, preprocessing: str | None = None) -> Path:
     """An artifact folder for ``path``: a converted folder as it is, or a bare model file (``.tflite``,
     ``.onnx``, ``.xml``, ``.keras``) wrapped under ``root`` (``edgeeff.imported``)."""
-    from edgeeff.imported import MODEL_SUFFIXES, is_model_file, wrap_model_file
+    from edgeeff.imported import is_model_file, model_suffixes, wrap_model_file
 
     path = Path(path)
     if not path.exists():
         raise EdgeeffError(f"{path} does not exist; give an artifact folder (from `edgeeff convert`) or a model file "
-                           f"({', '.join(MODEL_SUFFIXES)})")
+                           f"({', '.join(model_suffixes())})")
     if path.is_dir() and (path / "edgeeff.json").is_file():
         if preprocessing is not None:
             raise EdgeeffError(f"{path} records its own preprocessing in edgeeff.json; --preprocessing is for bare model files")
@@ -39,7 +39,7 @@ def resolve_artifact(path: str | Path, root: Path, preprocessing: str | None = N
     if is_model_file(path):
         return wrap_model_file(path, root, preprocessing)
     if path.is_file():
-        raise EdgeeffError(f"{path.name} is not a model file edgeeff runs; give a {', '.join(MODEL_SUFFIXES)} file or an artifact folder")
+        raise EdgeeffError(f"{path.name} is not a model file edgeeff runs; give a {', '.join(model_suffixes())} file or an artifact folder")
     models = sorted(p.name for p in path.iterdir() if is_model_file(p))
     hint = f" (it holds {models[0]}: pass that file)" if models else ""
     raise EdgeeffError(f"{path} is not a converted artifact: no edgeeff.json{hint}")

@@ -14,7 +14,9 @@ import numpy as np
 
 from edgeeff import report
 
-from edgeeff.kit import core as devicekit
+from edgeeff.kit import core as kit_core
+
+from edgeeff.kit import probe as kit_probe
 from edgeeff.errors import EdgeeffError
 from edgeeff.measure import Schedule, measure_in_subprocess
 
@@ -76,13 +78,13 @@ def measure_targets(artifacts: dict[str, dict], measure: Measure, rounds: int, s
 
 def target_fits_device(spec, accelerator: str) -> str | None:
     """Why a target cannot run on a device, or None: an Edge TPU model needs an Edge TPU, and the
-    target's runtime must be able to use the device's accelerator (``devicekit.ACCELERATORS``, the
+    target's runtime must be able to use the device's accelerator (``ACCELERATORS`` of its module, the
     table the runners themselves refuse by), so nothing is converted, copied or timed in vain."""
     if spec.accelerator and spec.accelerator != accelerator:
         return f"{spec.name} runs only on a device with accelerator = \"{spec.accelerator}\""
     try:
-        devicekit.accelerator_setting(accelerator, spec.backend)
-    except devicekit.RunnerError as exc:
+        kit_core.accelerator_setting(accelerator, spec.module_name)
+    except kit_core.RunnerError as exc:
         return f"{spec.name}: {exc}"
     return None
 
@@ -106,7 +108,7 @@ def measure_on_device(device, artifacts: dict[str, dict], threads: int | None, b
         measure = lambda folder: remote.measure(folder, threads, batch, schedule, precision)  # noqa: E731
     else:
         remote = None
-        info = devicekit.probe()
+        info = kit_probe.probe()
         measure = local_measurer(device.accelerator, threads, batch, schedule, precision)
     from edgeeff.devices.cpu import from_probe
 

@@ -388,7 +388,7 @@ def devices_remove(name: str, devices_file: str | None) -> None:
 def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool, json_path: str | None) -> None:
     """Connect and report CPU, cores, OS, architecture, Python, runtimes, free disk, temperature."""
     from edgeeff import report
-    from edgeeff.kit import core as devicekit
+    from edgeeff.kit import probe as kit_probe
     from edgeeff.devices.registry import get_device
 
     check_report_paths(json_path)
@@ -399,7 +399,7 @@ def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool
 
         info = SSHDevice(device, accept_new_host_key).probe()
     else:
-        info = devicekit.probe()
+        info = kit_probe.probe()
     from edgeeff.devices.cpu import from_probe
     from edgeeff.devices.registry import record_cpu_profile
 

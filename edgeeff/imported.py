@@ -17,8 +17,15 @@ from pathlib import Path
 from edgeeff.errors import EdgeeffError
 from edgeeff.data.preprocess import PreprocessCard
 
-# suffix -> (target whose runner runs it, precision when the file does not say otherwise)
-MODEL_SUFFIXES = {".tflite": "tflite", ".onnx": "onnx", ".xml": "openvino", ".keras": "keras"}
+
+
+def model_suffixes() -> dict:
+    """suffix -> the fp32 target whose module reads such a file (the registry's own suffixes)."""
+    from edgeeff.targets.base import TARGETS
+
+    return {spec.suffix: spec for spec in TARGETS.values() if spec.precision == "fp32"}
+
+
 RAW = "raw"  # the model normalises inside its graph and takes RGB pixels in 0-255 (edgeeff's own artifacts)
 NAMED_NORMALISATIONS = {  # the usual cards a model file may expect outside its graph (pixel units)
     "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
@@ -30,7 +37,7 @@ PREPROCESSING_HELP = ("--preprocessing raw (the model normalises inside, as edge
 
 
 def is_model_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in MODEL_SUFFIXES
+    return path.is_file() and path.suffix.lower() in model_suffixes()
 
 
 def parse_preprocessing(text: str) -> tuple[PreprocessCard, bool]:
@@ -62,12 +69,12 @@ def parse_preprocessing(text: str) -> tuple[PreprocessCard, bool]:
     return PreprocessCard(mean, std, padding), True
 
 
-def _input_of(backend: str, path: Path) -> tuple[list, str]:
+def _input_of(module: str, path: Path) -> tuple[list, str]:
     """(input shape, dtype) as the model file declares them, read by its own runtime."""
     from edgeeff.kit.core import RunnerError, load_runner
 
     try:
-        runner = load_runner(backend, path, threads=1)
+        runner = load_runner(module, path, threads=1)
     except RunnerError as exc:
         raise EdgeeffError(str(exc)) from None
     described = runner.describe()["input"]
@@ -91,17 +98,13 @@ def describe_model_file(path: Path, preprocessing: str | None) -> dict:
     """The ``edgeeff.json`` of a bare model file: target, input size and layout read from the
     model, preprocessing from the user, and the list of what was assumed."""
     from edgeeff.fsio import sha256_of
-    from edgeeff.targets.base import get_target
+    from edgeeff.targets.base import find_target
 
     path = Path(path)
-    backend = MODEL_SUFFIXES[path.suffix.lower()]
-    files = [path]
-    if backend == "openvino":
-        weights = path.with_suffix(".bin")
-        if not weights.is_file():
-            raise EdgeeffError(f"{path.name} needs its weights file {weights.name} beside it")
-        files.append(weights)
-    shape, dtype = _input_of(backend, path)
+    reader = model_suffixes()[path.suffix.lower()]
+    module = reader.module()
+    files = [path, *module.companion_files(path)]
+    shape, dtype = _input_of(reader.module_name, path)
     layout, resolution = _layout_and_resolution(shape, path.name)
     assumed = []
     if preprocessing is None:
@@ -109,8 +112,8 @@ def describe_model_file(path: Path, preprocessing: str | None) -> dict:
         assumed.append("input is RGB 0-255 normalised inside the model (--preprocessing raw)")
     else:
         card, outside = parse_preprocessing(preprocessing)
-    precision = "int8" if dtype in ("int8", "uint8") or _has_int8(backend, path) else "fp32"
-    target = get_target(f"{backend}-{precision}" if backend != "keras" else "keras-fp32")
+    precision = "int8" if dtype in ("int8", "uint8") or module.graph_is_int8(path) else "fp32"
+    target = find_target(reader.backend, precision) or reader
     meta = {
         "target": target.name,
         "backend": target.backend,
@@ -129,22 +132,6 @@ def describe_model_file(path: Path, preprocessing: str | None) -> dict:
                      "layout": layout, "assumed": assumed},
     }
     return meta
-
-
-def _has_int8(backend: str, path: Path) -> bool:
-    """An integer model with float input (QDQ ONNX, OpenVINO FakeQuantize, TFLite int8 inside): precision int8."""
-    if backend == "onnx":
-        try:
-            import onnx
-
-            graph = onnx.load(str(path), load_external_data=False).graph
-        except Exception:
-            return False
-        return any(node.op_type in ("QuantizeLinear", "QLinearConv", "DequantizeLinear") for node in graph.node)
-    if backend == "openvino":
-        text = path.read_text(errors="replace")
-        return 'type="FakeQuantize"' in text or 'element_type="i8"' in text or 'element_type="u8"' in text
-    return False
 
 
 def wrap_model_file(path: Path, root: Path, preprocessing: str | None) -> Path:

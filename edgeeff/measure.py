@@ -25,7 +25,8 @@ from edgeeff.kit.core import RunnerError, Schedule, time_invocations  # noqa: F4
 def measure_artifact(folder: str | Path, threads: int | None = None, batch: int = 1, schedule: Schedule = Schedule(), seed: int = 0,
                      device: str = "cpu", precision: str | None = "f32") -> dict:
     """Load a converted artifact (its folder with ``edgeeff.json``) and measure it in this process."""
-    from edgeeff.kit import core as devicekit
+    from edgeeff.kit import core as kit_core
+    from edgeeff.kit import probe as kit_probe
     from edgeeff.artifact import read_metadata
     from edgeeff.errors import EdgeeffError
     from edgeeff.targets.base import get_target, versions
@@ -34,12 +35,12 @@ def measure_artifact(folder: str | Path, threads: int | None = None, batch: int 
     meta = read_metadata(folder)
     spec = get_target(meta["target"])
     try:
-        row = devicekit.measure(spec.backend, folder / meta["artifact"], meta["preprocessing"]["resolution"], threads, batch,
+        row = kit_core.measure(spec.module_name, folder / meta["artifact"], meta["preprocessing"]["resolution"], threads, batch,
                                 schedule, seed, device, precision, adapt=meta.get("input_adapter"))
     except RunnerError as exc:
         raise EdgeeffError(str(exc)) from None
     return {"target": meta["target"], "variant": meta.get("variant"), **row, "size_bytes": meta["size_bytes"],
-            "versions": versions(*spec.packages), "cpu": devicekit.cpu_model()}
+            "versions": versions(*spec.packages), "cpu": kit_probe.cpu_model()}
 
 
 def measure_in_subprocess(folder: str | Path, threads: int | None = None, batch: int = 1, schedule: Schedule = Schedule(),
@@ -61,18 +62,18 @@ def measure_in_subprocess(folder: str | Path, threads: int | None = None, batch:
 
 def _prepared_invoke(folder: Path, threads: int | None):
     """The artifact's runner, loaded, and a call of it on a prepared random input."""
-    from edgeeff.kit import core as devicekit
+    from edgeeff.kit import core as kit_core
     from edgeeff.artifact import read_metadata
     from edgeeff.errors import EdgeeffError
     from edgeeff.targets.base import get_target
 
     meta = read_metadata(folder)
     try:
-        runner = devicekit.load_runner(get_target(meta["target"]).backend, folder / meta["artifact"], threads,
+        runner = kit_core.load_runner(get_target(meta["target"]).module_name, folder / meta["artifact"], threads,
                                        adapt=meta.get("input_adapter"))
     except RunnerError as exc:
         raise EdgeeffError(str(exc)) from None
-    prepared = runner.prepare(devicekit.random_pixels(meta["preprocessing"]["resolution"]))
+    prepared = runner.prepare(kit_core.random_pixels(meta["preprocessing"]["resolution"]))
     return lambda: runner.invoke(prepared)
 
 
@@ -146,7 +147,7 @@ def side_by_side(folders: list[str | Path], threads: int | None = None, schedule
                  timeout: float = 600) -> list[dict]:
     """Median latency of several artifacts measured in alternating blocks of ``block`` runs, each in
     a process of its own (:class:`_Worker`; after each switch it runs untimed for
-    ``devicekit.SETTLE_SECONDS``), the order reversed every cycle, until each has the schedule's
+    ``kit_core.SETTLE_SECONDS``), the order reversed every cycle, until each has the schedule's
     minimum runs and time (at least one block each). For choosing between artifacts whose latencies
     differ by a few percent: on a shared 2-core host, fresh processes a minute apart differ by
     20-30 % for the same artifact (measured, Lite0 onnx int8: medians 5.3-7.2 ms). A failure (a

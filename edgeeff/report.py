@@ -17,7 +17,8 @@ from edgeeff import fsio
 
 # One number format for the terminal, a pipe, Markdown and plots: shares as percentages with one
 
-from edgeeff.kit import core as devicekit
+
+from edgeeff.kit import probe as kit_probe
 # decimal, milliseconds and ratios with two, and an agreement always beside its count of images.
 # A column's kind is known by its key, so every command and benchmark renders alike.
 PERCENT_KEYS = frozenset({
@@ -124,7 +125,7 @@ def environment() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "processor": devicekit.cpu_model(),
+        "processor": kit_probe.cpu_model(),
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

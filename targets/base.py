@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgeeff.kit.core import ArrayRunner, RunnerError, load_runner as _kit_load_runner
+from edgeeff.kit.core import ArrayRunner, RunnerError, load_runner as kit_load_runner
 from edgeeff.errors import BackendMissingError, EdgeeffError, lookup
 
 
@@ -42,11 +42,18 @@ class TargetSpec:
     extra: str  # pip extra that installs them
     options: tuple[str, ...] = ()  # conversion options this target accepts
     tools: tuple[tuple[str, str], ...] = ()  # (executable, how to install it) the export needs
-    accelerator: str | None = None  # the accelerator the artifact needs to run (devicekit.ACCELERATORS)
+    accelerator: str | None = None  # the accelerator the artifact needs to run (kit_core.ACCELERATORS)
     # Settings that change how the int8 numbers are chosen but not the graph that runs them, so they
     # cost conversion time and no latency: the budget search (``edgeeff.quant.sensitivity``) tries each,
     # in order, before it keeps any block in float.
     budget_settings: tuple[tuple[tuple[str, object], ...], ...] = ()
+    # Where the backend module lives when it is not ``edgeeff.targets.<backend>`` (a plug-in target).
+    module_path: str | None = None
+
+    @property
+    def module_name(self) -> str:
+        """The module that exports and runs this target's artifacts (shipped in the device kit)."""
+        return self.module_path or f"edgeeff.targets.{self.backend}"
 
     @property
     def quantized(self) -> bool:
@@ -58,7 +65,7 @@ class TargetSpec:
 
     def module(self):
         self.require()
-        return importlib.import_module(f"edgeeff.targets.{self.backend}")
+        return importlib.import_module(self.module_name)
 
     def missing(self) -> list[str]:
         """Distributions still to install; ``a|b`` is satisfied by either."""
@@ -133,6 +140,11 @@ def get_target(name: str) -> TargetSpec:
     return lookup(TARGETS, name, "target")
 
 
+def find_target(backend: str, precision: str) -> TargetSpec | None:
+    """The registry's target of this backend and precision (the first, where several share them)."""
+    return next((t for t in TARGETS.values() if t.backend == backend and t.precision == precision), None)
+
+
 def check_options(spec: TargetSpec, options: dict) -> None:
     """Reject options the target does not take; never silently drop or change them."""
     for key, value in options.items():
@@ -145,9 +157,9 @@ def check_options(spec: TargetSpec, options: dict) -> None:
 def load_runner(spec: TargetSpec, path: str | Path, threads: int | None = None, device: str = "cpu",
                 precision: str | None = "f32", adapt: dict | None = None) -> ArrayRunner:
     """An artifact's runner on this machine: the device kit's, with its refusals as EdgeeffError.
-    ``device`` is an accelerator name (``cpu``, ``gpu``, ``edgetpu``, ...; see devicekit.ACCELERATORS)."""
+    ``device`` is an accelerator name (``cpu``, ``gpu``, ``edgetpu``, ...; see kit_core.ACCELERATORS)."""
     try:
-        return _kit_load_runner(spec.backend, path, threads, device, precision, adapt=adapt)
+        return kit_load_runner(spec.module_name, path, threads, device, precision, adapt=adapt)
     except RunnerError as exc:
         raise EdgeeffError(str(exc)) from None
 

@@ -3,10 +3,18 @@ onnxruntime.quantization, run under onnxruntime."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from edgeeff.errors import EdgeeffError
+from edgeeff.kit.core import ArrayRunner, RunnerError, native_stderr_captured, native_stderr_muted, np  # None without numpy: the kit's probe still loads this module
 from edgeeff.targets.base import TargetSpec, versions
 
 OPSET = 17
@@ -212,3 +220,164 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
         "converter": versions("tf2onnx", "onnx"),
         "runtime": versions("onnxruntime|onnxruntime-gpu"),
     }
+
+
+# --------------------------------------------------------------------------- running (shipped in the kit)
+
+RUNTIME_PIP = "onnxruntime"
+
+# What each accelerator name asks of onnxruntime: execution providers, in order.
+ACCELERATORS = {
+    "cpu": ["CPUExecutionProvider"],
+    "gpu": ["CUDAExecutionProvider"],
+    "npu": ["QNNExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+    "openvino-ep": ["OpenVINOExecutionProvider"],
+    "qnn": ["QNNExecutionProvider"],
+    "coreml": ["CoreMLExecutionProvider"],
+    "directml": ["DmlExecutionProvider"],
+}
+
+# Which pip package brings an onnxruntime execution provider.
+PROVIDER_PACKAGES = {
+    "CUDAExecutionProvider": "onnxruntime-gpu",
+    "TensorrtExecutionProvider": "onnxruntime-gpu (and TensorRT)",
+    "OpenVINOExecutionProvider": "onnxruntime-openvino",
+    "QNNExecutionProvider": "onnxruntime-qnn",
+    "DmlExecutionProvider": "onnxruntime-directml",
+    "CoreMLExecutionProvider": "onnxruntime (macOS build)",
+}
+
+# What an execution provider needs besides the wheel, for the line that explains a failed start.
+PROVIDER_NEEDS = {
+    "CUDAExecutionProvider": "onnxruntime-gpu needs the CUDA and cuDNN versions it was built for "
+                             "(pip install 'onnxruntime-gpu[cuda,cudnn]', or those libraries on LD_LIBRARY_PATH) and an NVIDIA driver",
+    "TensorrtExecutionProvider": "it needs TensorRT's libraries (pip install tensorrt, or libnvinfer on LD_LIBRARY_PATH) besides CUDA",
+}
+
+
+def provider_failure(log: list[str]) -> str:
+    """The cause onnxruntime logged for a provider it could not start, as ": cause", or ""."""
+    for line in log:
+        if line.startswith("EP Error"):
+            return ": " + line.rsplit(") ", 1)[-1].strip()[:200]
+    for line in log:
+        if "with error:" in line:
+            return ": " + line.split("with error:", 1)[1].strip()[:200]
+    for line in log:
+        if "Failed to create" in line or "ExecutionProvider" in line:
+            return ": " + re.sub(r"\x1b\[[0-9;]*m", "", line).split("]", 1)[-1].strip()[:200]
+    return ""
+
+
+def _preload_cuda_libraries(ort) -> None:
+    """onnxruntime-gpu's own loader for CUDA/cuDNN from pip's nvidia-* wheels (what
+    ``pip install 'onnxruntime-gpu[cuda,cudnn]'`` installs but the system loader cannot see). It
+    prints its warnings, so stdout, which carries the kit's replies, is kept clean."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr), native_stderr_muted():
+            ort.preload_dlls()
+    except Exception:  # a failed preload shows up as the provider failing to start, with its cause
+        pass
+
+
+class OnnxRunner(ArrayRunner):
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RunnerError("no ONNX runtime: pip install onnxruntime") from None
+        path = Path(path)
+        wanted = list(providers or ["CPUExecutionProvider"])
+        available = ort.get_available_providers()
+        absent = [p for p in wanted if p not in available]
+        if absent:
+            raise RunnerError(f"onnxruntime here has no {absent[0]} (available: {', '.join(available)}): "
+                              f"pip install {PROVIDER_PACKAGES.get(absent[0], 'an onnxruntime build with it')}")
+        if "CPUExecutionProvider" not in wanted:
+            wanted.append("CPUExecutionProvider")  # fallback for nodes the accelerator cannot take; reported below
+        self.requested = wanted
+
+        def options(profile: bool = False):
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads or os.cpu_count() or 1
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if profile:
+                opts.enable_profiling = True
+                opts.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="edgeeff-ortprof-"), "p")
+            return opts
+
+        self._options = options
+        self._path = path
+        accelerated = [p for p in wanted if p != "CPUExecutionProvider"]
+        if accelerated and hasattr(ort, "preload_dlls"):
+            _preload_cuda_libraries(ort)
+        try:
+            printed = io.StringIO()  # its Python side prints "EP Error ... Falling back" on stdout, the kit's reply channel
+            with native_stderr_captured() as log, contextlib.redirect_stdout(printed):
+                self.session = ort.InferenceSession(str(path), options(), providers=wanted)
+            log[:0] = printed.getvalue().splitlines()
+        except Exception as exc:
+            raise RunnerError(f"cannot load {path.name} as an ONNX model: {str(exc).splitlines()[0][:160]}") from None
+        lost = [p for p in accelerated if p not in self.session.get_providers()]
+        if lost:  # onnxruntime logs the cause and runs on the CPU instead: never measure that as the GPU
+            raise RunnerError(f"onnxruntime could not start {lost[0]}{provider_failure(log)}; "
+                              f"{PROVIDER_NEEDS.get(lost[0], 'see the provider requirements of this onnxruntime build')}")
+        self.input = self.session.get_inputs()[0]
+        self.output = self.session.get_outputs()[0]
+        self._placement: dict | None = None
+
+    def invoke(self, prepared):
+        return self.session.run([self.output.name], {self.input.name: prepared})[0]
+
+    def node_placement(self) -> dict:
+        """Nodes per execution provider, read from onnxruntime's own profile of one run in a second
+        session, so a fallback to the CPU is counted, never silent."""
+        if self._placement is None:
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(self._path), self._options(profile=True), providers=self.requested)
+            shape = [d if isinstance(d, int) else 1 for d in self.input.shape]
+            session.run(None, {self.input.name: np.zeros(shape, dtype=np.float32)})
+            profile = Path(session.end_profiling())
+            counts: dict[str, int] = {}
+            for event in json.loads(profile.read_text()):
+                args = event.get("args", {})
+                if event.get("cat") == "Node" and "provider" in args and event.get("name", "").endswith("_kernel_time"):
+                    counts[args["provider"]] = counts.get(args["provider"], 0) + 1
+            shutil.rmtree(profile.parent, ignore_errors=True)
+            self._placement = counts
+        return self._placement
+
+    def describe(self) -> dict:
+        row = {
+            "runtime": "onnxruntime",
+            "providers": self.session.get_providers(),
+            "input": {"name": self.input.name, "shape": list(self.input.shape), "dtype": self.input.type},
+            "output": {"name": self.output.name, "shape": list(self.output.shape), "dtype": self.output.type},
+        }
+        if self.requested != ["CPUExecutionProvider"]:
+            row["nodes_by_provider"] = self.node_placement()
+        return row
+
+
+def open_runner(path, threads, setting, precision, prefer, batch) -> ArrayRunner:
+    return OnnxRunner(path, threads, providers=setting)
+
+
+def companion_files(path: Path) -> list[Path]:
+    """Files a model file needs beside it (none: edgeeff's ONNX files keep their weights inside)."""
+    return []
+
+
+def graph_is_int8(path: Path) -> bool:
+    """A QDQ (or QLinear) graph with float input: an int8 model that says so only in its nodes."""
+    try:
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:
+        return False
+    return any(node.op_type in ("QuantizeLinear", "QLinearConv", "DequantizeLinear") for node in graph.node)

@@ -4,11 +4,14 @@ with bf16 support would otherwise run an "fp32" IR in bf16."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from edgeeff.errors import EdgeeffError
+from edgeeff.kit.core import ArrayRunner, RunnerError, np  # None without numpy: the kit's probe still loads this module
 from edgeeff.targets.base import TargetSpec, versions
 
 PRESETS = ("performance", "mixed")
@@ -158,3 +161,129 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
         details.update({"float_blocks": blocks, "float_block_ops": len(ignored), "preset": preset_name, "fast_bias_correction": fast, "overflow_fix": overflow_fix, "quantizer": versions("nncf")})
     ov.save_model(ov_model, str(dest), compress_to_fp16=spec.precision == "fp16")
     return details
+
+
+# --------------------------------------------------------------------------- running (shipped in the kit)
+
+RUNTIME_PIP = "openvino"
+
+# What each accelerator name asks of OpenVINO: a device plugin.
+ACCELERATORS = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
+
+
+def _type_name(value) -> str:
+    """OpenVINO element types print as "<Type: 'float32'>"; their short names are what users set."""
+    return value.to_string() if hasattr(value, "to_string") else str(value)
+
+
+WEIGHTED_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
+
+
+def _layer_precisions(compiled) -> dict:
+    """How many convolution/matmul layers the plugin really runs at each precision (its runtime
+    graph's ``runtimePrecision``): the inference precision hint only governs the float ops, so an
+    int8 IR compiled with hint f32 runs its quantized layers in u8/i8."""
+    counts: dict = {}
+    try:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "layerType" in info and info["layerType"].astype(str) in WEIGHTED_LAYERS:
+                precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+                counts[precision] = counts.get(precision, 0) + 1
+    except Exception:  # a plugin without a runtime model (remote GPU plugins): the hint alone is reported
+        return {}
+    return counts
+
+
+class OpenVINORunner(ArrayRunner):
+    """Compiles the IR for a static batch size (``batch``, and again for any other size a batch
+    brings, cached): the IRs keep a dynamic batch axis, and the CPU plugin runs a dynamic shape
+    about 15 % slower than a static one (Lite0, measured against benchmark_app, which reshapes too)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "CPU", precision_hint: str | None = "f32",
+                 batch: int = 1) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise RunnerError("no OpenVINO runtime: pip install openvino") from None
+        core = ov.Core()
+        if device != "CPU" and device not in core.available_devices:
+            raise RunnerError(f"OpenVINO has no {device} device here (available: {', '.join(core.available_devices)}); "
+                              f"install the {device} driver/plugin (https://docs.openvino.ai, 'Additional configurations')")
+        config: dict[str, Any] = {}
+        if threads and device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if precision_hint:
+            config["INFERENCE_PRECISION_HINT"] = precision_hint
+        self._core, self._config, self.device, self._path = core, config, device, Path(path)
+        try:
+            self._model = core.read_model(str(path))
+        except Exception as exc:
+            raise RunnerError(f"cannot load {Path(path).name} with OpenVINO {device}: {str(exc).splitlines()[0][:160]}") from None
+        self._shape = self._model.inputs[0].get_partial_shape()  # as saved: the batch axis is dynamic
+        self._out_shape = self._model.outputs[0].get_partial_shape()
+        self._compiled_for: dict[int, Any] = {}
+        self._select(batch)
+
+    def _select(self, n: int) -> None:
+        """The compiled model and request for batch size ``n`` (compiled on first use)."""
+        if n not in self._compiled_for:
+            import openvino as ov
+
+            shape = self._shape
+            if shape.rank.is_static and shape.rank.get_length() == 4 and shape[0].is_dynamic:
+                self._model.reshape({self._model.inputs[0]: ov.PartialShape([ov.Dimension(n), *list(shape)[1:]])})
+            try:
+                compiled = self._core.compile_model(self._model, self.device, self._config)
+            except Exception as exc:
+                raise RunnerError(f"cannot load {self._path.name} with OpenVINO {self.device}: {str(exc).splitlines()[0][:160]}") from None
+            self._compiled_for[n] = (compiled, compiled.create_infer_request())
+        self.compiled, self.request = self._compiled_for[n]
+
+    def prepare(self, batch):
+        """Bind the batch to the request's input without a copy (as benchmark_app does)."""
+        import openvino as ov
+
+        prepared = np.ascontiguousarray(batch, dtype=np.float32)
+        self._select(prepared.shape[0])
+        self.request.set_input_tensor(ov.Tensor(prepared, shared_memory=True))
+        self._bound = prepared  # keep the shared buffer alive while it is bound
+        return prepared
+
+    def invoke(self, prepared):
+        self.request.infer()
+        return self.request.get_output_tensor(0).data
+
+    def finish(self, raw):
+        return np.array(raw, dtype=np.float32, copy=True)  # the output buffer is reused by the next infer
+
+    def describe(self) -> dict:
+        return {
+            "runtime": "openvino",
+            "device": self.device,
+            "execution_devices": list(self.compiled.get_property("EXECUTION_DEVICES")),
+            "inference_precision": _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "layer_precisions": _layer_precisions(self.compiled),
+            "input": {"name": self.compiled.inputs[0].get_any_name(), "shape": str(self._shape),
+                      "compiled_for_batch": sorted(self._compiled_for)},
+            "output": {"name": self.compiled.outputs[0].get_any_name(), "shape": str(self._out_shape)},
+        }
+
+
+def open_runner(path, threads, setting, precision, prefer, batch) -> ArrayRunner:
+    return OpenVINORunner(path, threads or (os.cpu_count() if setting == "CPU" else None), device=setting, precision_hint=precision,
+                          batch=batch)
+
+
+def companion_files(path: Path) -> list[Path]:
+    """An IR's weights file, which must sit beside its ``.xml``."""
+    weights = Path(path).with_suffix(".bin")
+    if not weights.is_file():
+        raise EdgeeffError(f"{Path(path).name} needs its weights file {weights.name} beside it")
+    return [weights]
+
+
+def graph_is_int8(path: Path) -> bool:
+    """NNCF's int8 IRs keep float input and mark quantization with FakeQuantize (or i8/u8 constants)."""
+    text = Path(path).read_text(errors="replace")
+    return 'type="FakeQuantize"' in text or 'element_type="i8"' in text or 'element_type="u8"' in text

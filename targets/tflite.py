@@ -3,12 +3,11 @@ ai-edge-litert, falling back to tflite-runtime."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import numpy as np
-
 from edgeeff.errors import EdgeeffError
-from edgeeff.kit.core import native_stderr_muted, tflite_module
+from edgeeff.kit.core import ArrayRunner, RunnerError, native_stderr_muted, np  # None without numpy: the kit's probe still loads this module
 from edgeeff.targets.base import TargetSpec, versions
 
 
@@ -146,3 +145,124 @@ def float_ops(path: Path, kept_layers: set[str] | None = None) -> list[str]:
                 continue
             floats.append(f"{op['op_name']}#{op['index']}")
     return floats
+
+
+# --------------------------------------------------------------------------- running (shipped in the kit)
+
+# What each accelerator name asks of the TFLite interpreter: a delegate library, or none (XNNPACK).
+ACCELERATORS = {"cpu": None, "edgetpu": "libedgetpu.so.1"}
+
+EDGETPU_HELP = ("install the Edge TPU runtime: Coral's apt repository, package libedgetpu1-std "
+                "(https://coral.ai/docs/accelerator/get-started/)")
+
+
+RUNTIME_PIP = "ai-edge-litert"
+TFLITE_RUNTIMES = {"ai-edge-litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter"}
+
+
+def tflite_module(prefer: str | None = None):
+    """(interpreter module, distribution name): ai-edge-litert first, tflite-runtime as fallback,
+    or the device entry's preferred one first."""
+    import importlib
+
+    order = list(TFLITE_RUNTIMES)
+    if prefer in TFLITE_RUNTIMES:
+        order.remove(prefer)
+        order.insert(0, prefer)
+    for dist in order:
+        try:
+            return importlib.import_module(TFLITE_RUNTIMES[dist]), dist
+        except ImportError:
+            continue
+    raise RunnerError("no TFLite runtime: pip install ai-edge-litert (or tflite-runtime)")
+
+
+class TFLiteRunner(ArrayRunner):
+    def __init__(self, path: str | Path, threads: int | None = None, delegate: str | None = None, prefer: str | None = None) -> None:
+        module, self.runtime = tflite_module(prefer)
+        path = Path(path)
+        delegates = []
+        self.delegate = delegate
+        if delegate:
+            failure = None
+            try:
+                delegates.append(module.load_delegate(delegate))
+            except Exception as exc:  # OSError or ValueError, depending on the runtime build
+                failure = str(exc).splitlines()[0][:100]
+            if failure:
+                import gc
+
+                with native_stderr_muted():  # the half-made Delegate complains from __del__ when collected
+                    gc.collect()
+                raise RunnerError(f"cannot load the TFLite delegate {delegate} ({failure}): {EDGETPU_HELP}")
+        try:
+            with native_stderr_muted():
+                self.interp = module.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count(),
+                                                 experimental_delegates=delegates or None)
+        except (ValueError, RuntimeError) as exc:
+            raise RunnerError(f"cannot load {path.name} as a TFLite model: {str(exc).splitlines()[0][:160]}") from None
+        self.input = self.interp.get_input_details()[0]
+        self.output = self.interp.get_output_details()[0]
+        self._batch = None
+
+    def _resize(self, n: int) -> None:
+        if self._batch != n:
+            shape = list(self.input["shape"])
+            shape[0] = n
+            self.interp.resize_tensor_input(self.input["index"], shape)
+            with native_stderr_muted():  # the XNNPACK delegate announces itself here
+                self.interp.allocate_tensors()
+            self._batch = n
+
+    def prepare(self, batch):
+        """Float pixels to the model's input dtype (quantized with its scale/zero point), bound to
+        the interpreter's input tensor."""
+        self._resize(len(batch))
+        dtype = self.input["dtype"]
+        if dtype in (np.int8, np.uint8):
+            scale, zero = self.input["quantization"]
+            info = np.iinfo(dtype)
+            prepared = np.clip(np.round(batch / scale + zero), info.min, info.max).astype(dtype)
+        else:
+            prepared = batch.astype(dtype)
+        self.interp.set_tensor(self.input["index"], prepared)
+        return prepared
+
+    def invoke(self, prepared):
+        self.interp.invoke()
+        return self.interp.get_tensor(self.output["index"])
+
+    def finish(self, raw):
+        if self.output["dtype"] in (np.int8, np.uint8):
+            scale, zero = self.output["quantization"]
+            return (raw.astype(np.float32) - zero) * scale
+        return raw.astype(np.float32)
+
+    def op_placement(self) -> dict:
+        """Ops in the model's own table, and how many of them the Edge TPU compiler mapped to the TPU
+        (each mapped subgraph is one ``edgetpu-custom-op``); without a delegate, XNNPACK takes what it can."""
+        ops = [op["op_name"] for op in self.interp._get_ops_details()]  # the interpreter's op table; no public equivalent
+        tpu = sum(1 for name in ops if "edgetpu" in name.lower())
+        return {"ops": len(ops), "edgetpu_custom_ops": tpu, "cpu_ops": len(ops) - tpu}
+
+    def describe(self) -> dict:
+        def info(d):
+            return {"name": d["name"], "shape": [int(v) for v in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name,
+                    "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
+
+        return {"runtime": self.runtime, "delegate": self.delegate or "XNNPACK (default CPU delegate)",
+                "placement": self.op_placement(), "input": info(self.input), "output": info(self.output)}
+
+
+def open_runner(path, threads, setting, precision, prefer, batch) -> ArrayRunner:
+    return TFLiteRunner(path, threads, delegate=setting, prefer=prefer)
+
+
+def companion_files(path: Path) -> list[Path]:
+    """Files a model file needs beside it (none: one file holds the model)."""
+    return []
+
+
+def graph_is_int8(path: Path) -> bool:
+    """False: an int8 model of this kind declares an integer input dtype, which the runner reads."""
+    return False

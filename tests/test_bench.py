@@ -23,11 +23,11 @@ def test_schedule_runs_at_least_the_minimums():
 
 
 def test_a_side_by_side_worker_answers_each_request_with_its_timings(monkeypatch):
-    from edgeeff.kit import core as devicekit
+    from edgeeff.kit import core as kit_core
 
-    monkeypatch.setattr(devicekit, "SETTLE_SECONDS", 0)
+    monkeypatch.setattr(kit_core, "SETTLE_SECONDS", 0)
     calls, written = [], []
-    devicekit.serve_timings(lambda: calls.append(1), Schedule(warmup_runs=2, warmup_seconds=0), iter(["3\n", "5\n"]), written.append)
+    kit_core.serve_timings(lambda: calls.append(1), Schedule(warmup_runs=2, warmup_seconds=0), iter(["3\n", "5\n"]), written.append)
     assert written[0] == "ready" and [len(json.loads(w)) for w in written[1:]] == [3, 5]
     assert len(calls) == 2 + (1 + 3) + (1 + 5)  # warm-up, then one untimed settling run before each block
 

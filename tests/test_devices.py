@@ -84,7 +84,7 @@ def runners_under(workdir: Path) -> list[int]:
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         line = " ".join(proc.info["cmdline"] or [])
-        if f"{workdir}/cache/" in line and "devicekit.py measure" in line:
+        if f"{workdir}/cache/" in line and "edgeeff-kit.pyz measure" in line:
             found.append(proc.info["pid"])
     return found
 
@@ -275,7 +275,7 @@ def test_a_runner_killed_mid_run_is_a_failed_row_and_the_run_goes_on(devices_fil
     assert "killed" in rows["tflite-fp32"]["error"] and rows["onnx-fp32"]["median_ms"] > 0
     # uploads go to WORKDIR/cache/<sha>/.NAME.part and are renamed: every file arrived whole, no .part is left
     uploaded = sorted(p.name for p in workdir.glob("cache/*/*"))
-    assert "devicekit.py" in uploaded and any(name.endswith(".tflite") for name in uploaded), uploaded
+    assert "kit_core.py" in uploaded and any(name.endswith(".tflite") for name in uploaded), uploaded
     assert not [p for p in workdir.rglob("*") if p.name.endswith(".part")], uploaded
 
 
@@ -312,7 +312,7 @@ def test_device_storage_faults(sshd, artifacts, mounted, tmp_path, options, need
     assert done.returncode in (1, 2), done.stderr[-2000:]
     lines = [line for line in done.stderr.splitlines() if line.startswith("edgeeff:")]
     assert len(lines) == 1 and needle in lines[0], done.stderr[-2000:]
-    leftovers = [p for p in workdir.rglob("*") if p.is_file() and p.name != "devicekit.py" and p.name != ".complete"]
+    leftovers = [p for p in workdir.rglob("*") if p.is_file() and p.name != "kit_core.py" and p.name != ".complete"]
     assert leftovers == []  # a failed copy leaves nothing half-written on the device
 
 
@@ -367,7 +367,7 @@ TENSORRT_FAILURE_LOG = [
 
 
 def test_a_provider_that_fails_to_start_is_explained_by_its_own_log():
-    from edgeeff.kit.core import provider_failure
+    from edgeeff.targets.onnx import provider_failure
 
     assert provider_failure(CUDA_FAILURE_LOG) == ": libcublasLt.so.13: cannot open shared object file: No such file or directory"
     assert provider_failure(TENSORRT_FAILURE_LOG).startswith(": Please install TensorRT libraries")

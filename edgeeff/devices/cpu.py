@@ -5,7 +5,7 @@ which saturates when both operands use their full range: onnxruntime's u8s8/s8s8
 OpenVINO's int8 kernels then lose accuracy unless weights keep to 7 bits. AVX-512 VNNI, AVX-VNNI
 and AMX sum in int32, and so do ARM's dot-product instructions: there 7-bit weights only cost
 accuracy. A profile is detected from the features the kernel reports (here, or on a device through
-``devicekit.probe``), named with ``--for-cpu``, or read from a device entry.
+``kit_core.probe``), named with ``--for-cpu``, or read from a device entry.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def detect(features, machine: str) -> CpuProfile:
 
 
 def local_profile() -> CpuProfile:
-    from edgeeff.kit.core import cpu_features
+    from edgeeff.kit.probe import cpu_features
 
     return detect(cpu_features()[0], platform.machine())
 

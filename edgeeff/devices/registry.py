@@ -7,7 +7,7 @@ remote ones come from a devices file (TOML, one table per device), so adding a b
     identity = "~/.ssh/id_ed25519"
     python = "/home/pi/edgeeff-venv/bin/python"
     runtime = "ai-edge-litert"        # preferred TFLite runtime (or tflite-runtime)
-    accelerator = "cpu"               # or edgetpu, gpu, npu, cuda, tensorrt, ... (devicekit.ACCELERATORS)
+    accelerator = "cpu"               # or edgetpu, gpu, npu, cuda, tensorrt, ... (edgeeff.kit.core.ACCELERATOR_NAMES)
 
 The file is ``--devices-file PATH``, else ``$EDGEEFF_DEVICES``, else
 ``$XDG_CONFIG_HOME/edgeeff/devices.toml`` (``~/.config/edgeeff/devices.toml``). No passwords: SSH
@@ -21,7 +21,8 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from edgeeff.kit.core import ACCELERATORS, TFLITE_RUNTIMES
+from edgeeff.kit.core import ACCELERATOR_NAMES
+from edgeeff.targets.tflite import TFLITE_RUNTIMES
 from edgeeff.errors import EdgeeffError, unknown_name
 
 if sys.version_info >= (3, 11):
@@ -34,7 +35,7 @@ else:  # pragma: no cover
 class Device:
     name: str
     description: str = ""
-    accelerator: str = "cpu"  # what a runner is asked for (devicekit.ACCELERATORS)
+    accelerator: str = "cpu"  # what a runner is asked for (edgeeff.kit.core.ACCELERATOR_NAMES)
     host: str | None = None  # None: this machine
     port: int = 22
     user: str | None = None
@@ -160,8 +161,8 @@ def _entry(name: str, table: dict, source: Path) -> Device:
         elif not isinstance(value, str):
             raise EdgeeffError(f"{source}: [devices.{name}] {key} must be a string, got {value!r}")
         values[key] = value
-    if values.get("accelerator", "cpu") not in ACCELERATORS:
-        raise EdgeeffError(f"{source}: [devices.{name}] accelerator {values['accelerator']!r} is unknown; known: {', '.join(ACCELERATORS)}")
+    if values.get("accelerator", "cpu") not in ACCELERATOR_NAMES:
+        raise EdgeeffError(f"{source}: [devices.{name}] accelerator {values['accelerator']!r} is unknown; known: {', '.join(ACCELERATOR_NAMES)}")
     if values.get("cpu") is not None:
         from edgeeff.devices.cpu import PROFILES
 

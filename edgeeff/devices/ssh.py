@@ -21,7 +21,8 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from edgeeff.kit import core as devicekit
+from edgeeff.kit import core as kit_core
+from edgeeff.kit.bundle import FILE_NAME as KIT_FILE, kit_bytes
 from edgeeff.artifact import read_metadata
 from edgeeff.devices.registry import Device
 from edgeeff.errors import EdgeeffError
@@ -170,10 +171,10 @@ class SSHDevice:
 
     def ensure_kit(self) -> str:
         if self.kit_path is None:
-            source = devicekit.kit_source()
+            source = kit_bytes()
             digest = hashlib.sha256(source).hexdigest()[:16]
-            folder = self.put([("devicekit.py", source)], f"kit-{digest}")
-            self.kit_path = f"{folder}/devicekit.py"
+            folder = self.put([(KIT_FILE, source)], f"kit-{digest}")
+            self.kit_path = f"{folder}/{KIT_FILE}"
         return self.kit_path
 
     def kit_command(self, args: list[str]) -> tuple[str, str]:
@@ -189,7 +190,7 @@ class SSHDevice:
         """What the kit needs to load an artifact here: uploads it (cached) and names the runtime settings."""
         from edgeeff.targets.base import get_target
 
-        return {"backend": get_target(meta["target"]).backend, "path": self.upload_artifact(Path(folder), meta), "threads": threads,
+        return {"module": get_target(meta["target"]).module_name, "path": self.upload_artifact(Path(folder), meta), "threads": threads,
                 "accelerator": self.device.accelerator, "precision": precision, "prefer": self.device.runtime,
                 "adapt": meta.get("input_adapter")}
 
@@ -208,7 +209,7 @@ class SSHDevice:
         key = hashlib.sha256("".join(sha256_of(p) for p in files).encode()).hexdigest()[:24]
         return f"{self.put([(p.name, p) for p in files], key)}/{meta['artifact']}"
 
-    def measure(self, folder: Path, threads: int | None, batch: int, schedule: devicekit.Schedule, precision: str | None) -> dict:
+    def measure(self, folder: Path, threads: int | None, batch: int, schedule: kit_core.Schedule, precision: str | None) -> dict:
         """The device kit's ``measure`` on the device, in a fresh process; a failure becomes a row."""
         meta = read_metadata(folder)
         try:
@@ -248,10 +249,10 @@ class RemoteRunner:
 
     def predict(self, batch):
         try:
-            devicekit.write_frame(self.proc.stdin, devicekit.array_bytes(batch.astype("float32")))
+            kit_core.write_frame(self.proc.stdin, kit_core.array_bytes(batch.astype("float32")))
         except (BrokenPipeError, OSError):
             raise self._failure() from None
-        return devicekit.array_from(self._read_frame())
+        return kit_core.array_from(self._read_frame())
 
     def describe(self) -> dict:
         return {**self.info, "device": self.remote.device.name}
