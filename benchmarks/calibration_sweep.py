@@ -52,7 +52,8 @@ def main() -> None:
     from edgeeff.evaluate import batches
     from edgeeff.targets.base import get_target, load_runner, versions
     from edgeeff.model.variants import resolve
-    from edgeeff.convert import _export_saved_model, compare_outputs
+    from edgeeff.convert import _export_saved_model
+    from edgeeff.evaluate import compare_logits
     from edgeeff.report import environment
 
     v = resolve(args.variant)
@@ -93,7 +94,7 @@ def main() -> None:
                     runner = load_runner(spec, dest, threads=None)
                     out = np.concatenate([runner.predict(eval_x[i : i + 1]) for i in range(len(eval_x))])
                     top2 = np.sort(out, 1)[:, -2:]
-                    figures = compare_outputs(ref, out)
+                    figures = compare_logits(ref, out)
                     row = {
                         "target": target,
                         "method": method or "default",

@@ -39,7 +39,7 @@ def accuracy(folder: Path, data, device: str) -> dict:
     import numpy as np
 
     from edgeeff.kit import core as kit_core
-    from edgeeff.convert import compare_outputs
+    from edgeeff.evaluate import compare_logits
 
     meta = json.loads((folder / "edgeeff.json").read_text())
     t0 = time.perf_counter()
@@ -50,7 +50,7 @@ def accuracy(folder: Path, data, device: str) -> dict:
     logits = np.concatenate([runner.predict(pixels[i:i + 50]) for i in range(0, len(pixels), 50)])
     predict_s = time.perf_counter() - t0
     labels, keras = data["labels"], data["keras"]
-    vs_keras = compare_outputs(keras, logits)  # the figures conversion validation reports, computed the same way
+    vs_keras = compare_logits(keras, logits)  # the figures conversion validation reports, computed the same way
     return {"target": meta["target"], "device": device, "images": len(pixels),
             "top1": float((logits.argmax(1) == labels).mean()), "top1_keras": float((keras.argmax(1) == labels).mean()),
             "agreement": vs_keras["top1_agreement"], "mean_cosine": vs_keras["mean_cosine"],
@@ -71,7 +71,7 @@ def main() -> int:
     import numpy as np
     import onnxruntime as ort
 
-    from edgeeff.convert import compare_outputs
+    from edgeeff.evaluate import compare_logits
     from edgeeff.devices.registry import get_device, gpu_backends
     from edgeeff.report import to_markdown
     from edgeeff.errors import EdgeeffError
@@ -100,7 +100,7 @@ def main() -> int:
             except Exception as exc:  # a failure is a row: the report says what broke
                 by_device[device] = {"target": folder.name, "device": device, "error": f"{type(exc).__name__}: {exc}"[:300]}
         if {"cpu", "gpu"} <= set(by_device) and all("_logits" in r for r in by_device.values()):
-            gpu_vs_cpu = compare_outputs(by_device["cpu"]["_logits"], by_device["gpu"]["_logits"])
+            gpu_vs_cpu = compare_logits(by_device["cpu"]["_logits"], by_device["gpu"]["_logits"])
             by_device["gpu"]["max_abs_diff_gpu_vs_cpu"] = gpu_vs_cpu["max_abs_diff"]
             by_device["gpu"]["top1_agreement_gpu_vs_cpu"] = gpu_vs_cpu["top1_agreement"]
         for r in by_device.values():

@@ -26,7 +26,8 @@ NEAR = 0.1  # fp32 top-1 minus top-2 probability below this: a near-tie
 def main() -> None:
     from edgeeff import fsio, report
     from edgeeff.api import build
-    from edgeeff.convert import convert, softmax
+    from edgeeff.convert import convert
+    from edgeeff.evaluate import softmax
     from edgeeff.data.images import list_samples
     from edgeeff.evaluate import batches
     from edgeeff.targets.base import get_target, load_runner

@@ -23,7 +23,7 @@ from edgeeff import __version__, fsio
 from edgeeff.fsio import sha256_of
 from edgeeff.data.images import Sample, bundled_photos, list_samples
 from edgeeff.errors import EdgeeffError, ValidationError
-from edgeeff.evaluate import top1_ties, top_k
+from edgeeff.evaluate import compare_logits, top_k
 from edgeeff.devices.cpu import CpuProfile
 from edgeeff.quant.recipes import recipe_for
 from edgeeff.targets.base import TargetSpec, check_options, get_target, load_runner
@@ -31,7 +31,7 @@ from edgeeff.weights.loaders import weights_file
 
 Progress = Callable[[str, Optional[int], Optional[int]], None]
 
-# Artifacts end at the logits (no softmax in the graph): argmax is the same, an int8 softmax would
+# Artifacts end at the logits (no softmax in the graph): the top-1 is the same, an int8 softmax would
 # round every probability under 1/256 to zero (ties at the top, meaningless tails), and logits keep
 # validation meaningful even for a network whose softmax is near uniform (random weights).
 OUTPUT = "logits"
@@ -47,29 +47,6 @@ AGREEMENT_GATE_MIN_IMAGES = 50  # ...gated only from this many images: below it 
 # photos) still score 0.97 on those 13 photos: no threshold there tells them from healthy ones, so
 # only --images (50+ labelled photos: the agreement gate) judges accuracy.
 MIN_COSINE = 0.90
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def compare_outputs(ref: np.ndarray, out: np.ndarray) -> dict:
-    """Figures of an artifact's logits against the reference logits, image by image."""
-    cos = np.sum(ref * out, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1) + 1e-12)
-    max_diff = float(np.abs(ref - out).max())
-    noise = float(np.sum((ref - out) ** 2))
-    return {
-        "snr_db": float(10 * np.log10(float(np.sum(ref**2)) / noise)) if noise > 0 else float("inf"),
-        "images": len(ref),
-        "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean()),  # argmax: the tie rule of edgeeff.evaluate.top_k
-        "top1_ties": top1_ties(out),
-        "mean_cosine": float(cos.mean()),
-        "max_abs_diff": max_diff,
-        "max_rel_diff": max_diff / max(float(np.abs(ref).max()), 1e-12),
-        "max_abs_diff_probabilities": float(np.abs(softmax(ref) - softmax(out)).max()),
-    }
 
 
 def _content_key(variant, weights_label: str, weights_sha: str, spec: TargetSpec, options: dict, calib: dict | None) -> str:
@@ -143,7 +120,7 @@ def validate(runner, model, spec: TargetSpec, samples: Sequence[Sample], resolut
     if not ref:
         raise EdgeeffError("no readable validation images")
     ref_all, out_all = np.concatenate(ref), np.concatenate(out)
-    figures = compare_outputs(ref_all, out_all)
+    figures = compare_logits(ref_all, out_all)
     agreement, cos, rel = figures["top1_agreement"], figures["mean_cosine"], figures["max_rel_diff"]
     if all(label is not None for label in labels):
         y = np.asarray(labels)
@@ -155,7 +132,7 @@ def validate(runner, model, spec: TargetSpec, samples: Sequence[Sample], resolut
 
         # The drop on the same images with its paired 95 % interval: on a few hundred images a
         # drop of a few tenths is one or two photos, and the interval says how much that means.
-        figures["top1_drop_paired"] = paired_drop(ref_all.argmax(1) == y, out_all.argmax(1) == y)
+        figures["top1_drop_paired"] = paired_drop(top_k(ref_all, 1)[:, 0] == y, top_k(out_all, 1)[:, 0] == y)
     failures = []
     tolerance = {"fp32": FP32_TOLERANCE, "fp16": FP16_TOLERANCE}.get(spec.precision)
     if tolerance is not None and rel > tolerance:

@@ -87,10 +87,49 @@ def top1_ties(scores: np.ndarray) -> int:
     return int((best_two[:, 0] == best_two[:, 1]).sum())
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    z = scores - scores.max(axis=1, keepdims=True)
+def softmax(scores: np.ndarray) -> np.ndarray:
+    z = scores - scores.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def logit_figures(ref: np.ndarray, out: np.ndarray) -> dict:
+    """Per-image figures of logits against reference logits (both (N, classes)): top-1 agreement by
+    :func:`top_k`'s tie rule, cosine of the logit vectors, KL divergence of the softmaxes, largest
+    absolute difference, and whether the outputs are identical. The one comparison every scorer
+    (conversion validation, ``eval``, ``eval --compare-local``, the benchmarks) aggregates."""
+    ref, out = np.asarray(ref, dtype=np.float64), np.asarray(out, dtype=np.float64)
+    p, q = softmax(ref), softmax(out)
+    return {
+        "agree": top_k(out, 1)[:, 0] == top_k(ref, 1)[:, 0],
+        "cosine": np.sum(ref * out, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1) + 1e-12),
+        "kl": np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1),
+        "max_abs_diff": np.abs(ref - out).max(axis=1),
+        "max_abs_diff_probabilities": np.abs(p - q).max(axis=1),
+        "identical": np.all(ref == out, axis=1),
+        "ties": np.asarray([top1_ties(row[None]) for row in out], dtype=int),
+    }
+
+
+def compare_logits(ref: np.ndarray, out: np.ndarray) -> dict:
+    """Aggregate figures of :func:`logit_figures` for a set of images (what validation records)."""
+    ref, out = np.asarray(ref, dtype=np.float64), np.asarray(out, dtype=np.float64)
+    per = logit_figures(ref, out)
+    noise = float(np.sum((ref - out) ** 2))
+    max_diff = float(per["max_abs_diff"].max())
+    return {
+        "snr_db": float(10 * np.log10(float(np.sum(ref**2)) / noise)) if noise > 0 else float("inf"),
+        "images": len(ref),
+        "top1_agreement": float(per["agree"].mean()),
+        "top1_ties": int(per["ties"].sum()),
+        "identical_outputs": int(per["identical"].sum()),
+        "mean_cosine": float(per["cosine"].mean()),
+        "min_cosine": float(per["cosine"].min()),
+        "mean_kl": float(per["kl"].mean()),
+        "max_abs_diff": max_diff,
+        "max_rel_diff": max_diff / max(float(np.abs(ref).max()), 1e-12),
+        "max_abs_diff_probabilities": float(per["max_abs_diff_probabilities"].max()),
+    }
 
 
 def score_pair(
@@ -126,10 +165,10 @@ def score_pair(
             labels += [s.label for s in chunk]
             if reference is not None:
                 ref = np.asarray(reference(images), dtype=np.float64)
-                ref_top1 += ref.argmax(1).tolist()
-                cosines += (np.sum(ref * out, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1) + 1e-12)).tolist()
-                p, q = _softmax(ref), _softmax(out)
-                kls += np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1).tolist()
+                per = logit_figures(ref, out)
+                ref_top1 += top_k(ref, 1)[:, 0].tolist()
+                cosines += per["cosine"].tolist()
+                kls += per["kl"].tolist()
         if progress:
             progress(len(chunk) + len(bad))
     n = len(files)
@@ -217,15 +256,8 @@ class PairedOutputs:
         """Top-1 agreement, identical outputs, cosine and largest difference, and the disagreeing images
         (``files`` in the order the batches were answered: ``score_pair``'s ``files``)."""
         a, b = np.concatenate(self.first), np.concatenate(self.second)
-        top_a, top_b = a.argmax(1), b.argmax(1)
-        agree = top_a == top_b
-        cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-        return {
-            "images": int(len(a)),
-            "top1_agreement": float(agree.mean()),
-            "identical_outputs": int(np.all(a == b, axis=1).sum()),
-            "mean_cosine": float(cos.mean()),
-            "min_cosine": float(cos.min()),
-            "max_abs_diff": float(np.abs(a - b).max()),
-            "disagreements": [{"file": f, "device": int(x), "local": int(y)} for f, x, y, ok in zip(files, top_a, top_b, agree) if not ok],
-        }
+        figures = compare_logits(b, a)
+        top_a, top_b = top_k(a, 1)[:, 0], top_k(b, 1)[:, 0]
+        keep = ("images", "top1_agreement", "identical_outputs", "mean_cosine", "min_cosine", "max_abs_diff")
+        return {**{key: figures[key] for key in keep},
+                "disagreements": [{"file": f, "device": int(x), "local": int(y)} for f, x, y in zip(files, top_a, top_b) if x != y]}
