@@ -52,7 +52,7 @@ def main() -> None:
     from edgeeff.evaluate import batches
     from edgeeff.targets.base import get_target, load_runner, versions
     from edgeeff.model.variants import resolve
-    from edgeeff.convert import _export_saved_model
+    from edgeeff.convert import export_saved_model
     from edgeeff.evaluate import compare_logits
     from edgeeff.report import environment
 
@@ -78,7 +78,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "saved_model"
-        _export_saved_model(model, saved)
+        export_saved_model(model, saved)
         for target in args.targets.split(","):
             spec = get_target(target)
             module = spec.module()

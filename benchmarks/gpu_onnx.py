@@ -43,7 +43,7 @@ def accuracy(folder: Path, data, device: str) -> dict:
 
     meta = json.loads((folder / "edgeeff.json").read_text())
     t0 = time.perf_counter()
-    runner = kit_core.load_runner("onnx", folder / meta["artifact"], accelerator=device)
+    runner = kit_core.load_runner("edgeeff.targets.onnx", folder / meta["artifact"], accelerator=device)
     init_s = time.perf_counter() - t0
     pixels = data["pixels"].astype(np.float32)
     t0 = time.perf_counter()

@@ -112,25 +112,29 @@ def target_cpu(for_cpu: str | None, device_name: str | None, devices_file: str |
     return profile
 
 
-QUANTIZER_OPTIONS = (
-    click.option("--io-dtype", type=click.Choice(["int8", "uint8"]), default=None, help="tflite-int8 input/output type (default int8)."),
-    click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
-                 help="onnx-int8 only (default minmax)."),
-    click.option("--quant-types", type=click.Choice(["u8u8", "u8s8", "s8s8", "u8s8-reduced"]), default=None,
-                 help="onnx-int8 only: activation/weight types (default: the CPU's recipe: u8s8-reduced, 7-bit weights, "
-                      "where int8 pairs saturate in int16 (AVX2); s8s8 with VNNI, AMX or ARM dot product)."),
-    click.option("--preset", type=click.Choice(["performance", "mixed"]), default=None, help="openvino-int8 only (default performance)."),
-    click.option("--overflow-fix", type=click.Choice(["enable", "first_layer_only", "disable"]), default=None,
-                 help="openvino-int8 only: 7-bit weights against saturation (default: the CPU's recipe: enable on AVX2, "
-                      "first_layer_only with VNNI, AMX or ARM dot product)."),
-    click.option("--fast-bias-correction/--bias-correction", default=None, help="openvino-int8 only (default fast)."),
-)
+def generated_quantizer_options() -> list:
+    """The int8 quantizer's click options, generated from the target registry's option table
+    (``edgeeff.targets.base.OPTIONS``): values and help from there, and which targets take each."""
+    from edgeeff.targets.base import OPTIONS, TARGETS
+
+    made = []
+    for option in OPTIONS.values():
+        takers = [t.name for t in TARGETS.values() if option.name in t.options and t.precision == "int8" and t.accelerator is None]
+        if not option.cli or not takers:
+            continue
+        where = f"{', '.join(takers)} only: "
+        if option.choices is None:
+            made.append(click.option(f"{option.flag}/--{option.name.split('_', 1)[-1].replace('_', '-')}", default=None,
+                                     help=where + option.help))
+        else:
+            made.append(click.option(option.flag, type=click.Choice(list(option.choices)), default=None, help=where + option.help))
+    return made
 
 
 def quantizer_options(command):
     """The int8 quantizer's own settings, shared by convert and sensitivity: a ranking measured under
     other settings than the conversion it steers ranks the wrong errors."""
-    for option in reversed(QUANTIZER_OPTIONS):
+    for option in reversed(generated_quantizer_options()):
         command = option(command)
     return command
 

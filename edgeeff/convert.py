@@ -8,7 +8,6 @@ Converting the same inputs again reuses the artifact (its content key is in ``ed
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -62,9 +61,8 @@ def _content_key(variant, weights_label: str, weights_sha: str, spec: TargetSpec
         "edgeeff": __version__,
         "versions": versions(*spec.packages),
     }
-    revision = getattr(importlib.import_module(f"edgeeff.targets.{spec.backend}"), "GRAPH_REVISION", None)
-    if revision is not None:  # only backends that ever changed their graph: other artifacts keep their keys
-        payload["graph_revision"] = revision
+    if spec.graph_revision is not None:  # only targets that ever changed their graph: other artifacts keep their keys
+        payload["graph_revision"] = spec.graph_revision
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -250,10 +248,10 @@ def convert(
     try:
         start = time.perf_counter()
         saved_model = None
-        if spec.backend in ("tflite", "openvino"):
+        if spec.needs_saved_model:
             say("exporting SavedModel")
             saved_model = staging / "saved_model"
-            _export_saved_model(model, saved_model)
+            export_saved_model(model, saved_model)
         artifact = staging / f"model{spec.suffix}"
         say(f"converting to {spec.name}")
         details = module.export(model, spec, artifact, calib, options, saved_model=saved_model,
@@ -304,7 +302,7 @@ def convert(
             )
         fsio.write_text(staging / "edgeeff.json", json.dumps(meta, indent=2, default=str) + "\n")
         fsio.give_umask_mode(staging)  # exporters write some files through mkstemp too (0600)
-        _publish(staging, dest)
+        publish(staging, dest)
         meta["path"] = str(dest)
         return meta
     finally:
@@ -330,7 +328,7 @@ def check_writable(out_root: Path) -> None:
         raise fsio.OutputError(f"output folder {out_root} is not writable; choose another with --out")
 
 
-def _export_saved_model(model, path: Path) -> None:
+def export_saved_model(model, path: Path) -> None:
     import contextlib
     import io
 
@@ -342,7 +340,7 @@ def _export_saved_model(model, path: Path) -> None:
             model.export(str(path), format="tf_saved_model")
 
 
-def _publish(staging: Path, dest: Path) -> None:
+def publish(staging: Path, dest: Path) -> None:
     """Swap the staged folder into place; an old artifact is replaced only after the new one is whole."""
     old = None
     if dest.exists():

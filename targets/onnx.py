@@ -15,11 +15,10 @@ from pathlib import Path
 
 from edgeeff.errors import EdgeeffError
 from edgeeff.kit.core import ArrayRunner, RunnerError, native_stderr_captured, native_stderr_muted, np  # None without numpy: the kit's probe still loads this module
-from edgeeff.targets.base import TargetSpec, versions
+from edgeeff.targets.base import OPTIONS, TargetSpec, versions
 
 OPSET = 17
 INPUT_NAME = "image"
-METHODS = ("minmax", "entropy", "percentile")
 # activation+weight integer types. u8s8 saturates on x86 CPUs without VNNI (the AVX2 kernel sums
 # two u8*s8 products in int16); s8s8 and u8u8 use kernels that do not. "-reduced" keeps 7-bit weights.
 TYPES = {
@@ -32,13 +31,9 @@ TYPES = {
 # u8s8-reduced where int8 pairs saturate in int16, s8s8 with VNNI, AMX or ARM dot products); this
 # is only the fallback of a direct export() call without options, the setting safe on every CPU.
 DEFAULT_TYPES = "u8s8-reduced"
-# Part of every ONNX artifact's content key (``convert._content_key``): raised when the exported
-# graph changes for the same inputs, so an artifact cached from an older graph is converted again.
-# 2: the preprocessing's constants as scalars, or behind the input's transpose (fast_preprocessing).
-GRAPH_REVISION = 2
 
 
-def _to_onnx(model, dest: Path) -> None:
+def to_onnx(model, dest: Path) -> None:
     import tensorflow as tf
     import tf2onnx
 
@@ -168,7 +163,7 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
            progress=None) -> dict:
     options = options or {}
     if spec.precision == "fp32":
-        _to_onnx(model, dest)
+        to_onnx(model, dest)
         return {"opset": OPSET, "preprocessing_graph": fast_preprocessing(dest), "converter": versions("tf2onnx", "onnx"),
                 "runtime": versions("onnxruntime|onnxruntime-gpu")}
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -177,16 +172,14 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
     from edgeeff.calibration.adapters import ort_reader
 
     method = options.get("calibration_method") or "minmax"
-    if method not in METHODS:
-        raise EdgeeffError(f"--calibration-method must be one of {', '.join(METHODS)}, got {method!r}")
+    OPTIONS["calibration_method"].check(method)
     types = options.get("quant_types") or DEFAULT_TYPES
-    if types not in TYPES:
-        raise EdgeeffError(f"--quant-types must be one of {', '.join(TYPES)}, got {types!r}")
+    OPTIONS["quant_types"].check(types)
     activation, weight, reduce_range = TYPES[types]
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         pre = Path(tmp) / "pre.onnx"
-        _to_onnx(model, fp32)
+        to_onnx(model, fp32)
         rewritten = fast_preprocessing(fp32, channels_first=False)
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         float_nodes = preprocessing_nodes(pre)

@@ -12,15 +12,14 @@ from typing import Any
 
 from edgeeff.errors import EdgeeffError
 from edgeeff.kit.core import ArrayRunner, RunnerError, np  # None without numpy: the kit's probe still loads this module
-from edgeeff.targets.base import TargetSpec, versions
+from edgeeff.targets.base import OPTIONS, TargetSpec, versions
 
-PRESETS = ("performance", "mixed")
 # NNCF's overflow fix keeps weights to 7 bits so int8 kernels cannot saturate on CPUs without VNNI
 # (AVX2 sums two u8*s8 products in int16). NNCF's own default fixes the first layer only; measured
 # on an AVX2 CPU that costs Lite0 7 points of agreement (benchmarks/results/calibration_sweep.md).
 # Which one a conversion uses is the int8 recipe's choice for the CPU it is for (edgeeff.quant.recipes);
 # "enable", safe on every CPU, is only the fallback of a direct export() call without options.
-OVERFLOW_FIX = ("enable", "first_layer_only", "disable")
+# (The values of both options live in edgeeff.targets.base.OPTIONS.)
 
 
 WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
@@ -136,11 +135,9 @@ def export(model, spec: TargetSpec, dest: Path, calibration=None, options: dict 
         from edgeeff.calibration.adapters import nncf_dataset
 
         preset_name = options.get("preset") or "performance"
-        if preset_name not in PRESETS:
-            raise EdgeeffError(f"--preset must be one of {', '.join(PRESETS)}, got {preset_name!r}")
+        OPTIONS["preset"].check(preset_name)
         overflow_fix = options.get("overflow_fix") or "enable"
-        if overflow_fix not in OVERFLOW_FIX:
-            raise EdgeeffError(f"--overflow-fix must be one of {', '.join(OVERFLOW_FIX)}, got {overflow_fix!r}")
+        OPTIONS["overflow_fix"].check(overflow_fix)
         fast = options.get("fast_bias_correction")
         fast = True if fast is None else bool(fast)
         blocks = options.get("float_blocks") or []

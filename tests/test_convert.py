@@ -55,12 +55,12 @@ def test_onnx_preprocessing_is_rewritten_with_the_same_outputs(tmp_path):
     from onnx import numpy_helper
 
     from edgeeff.api import build
-    from edgeeff.targets.onnx import _to_onnx, fast_preprocessing
+    from edgeeff.targets.onnx import to_onnx, fast_preprocessing
 
     for variant, form, first in (("b0:width=0.25,depth=0.25,resolution=32", "channels-first", ["Transpose", "Mul", "Add"]),
                                  ("lite0:width=0.25,depth=0.25,resolution=32", "scalar", ["Mul", "Add", "Transpose"])):
         written, rewritten = tmp_path / "written.onnx", tmp_path / "rewritten.onnx"
-        _to_onnx(build(variant, weights=None), written)
+        to_onnx(build(variant, weights=None), written)
         rewritten.write_bytes(written.read_bytes())
         assert fast_preprocessing(rewritten) == form
         graph = onnx.load(str(rewritten)).graph

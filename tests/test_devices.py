@@ -275,7 +275,7 @@ def test_a_runner_killed_mid_run_is_a_failed_row_and_the_run_goes_on(devices_fil
     assert "killed" in rows["tflite-fp32"]["error"] and rows["onnx-fp32"]["median_ms"] > 0
     # uploads go to WORKDIR/cache/<sha>/.NAME.part and are renamed: every file arrived whole, no .part is left
     uploaded = sorted(p.name for p in workdir.glob("cache/*/*"))
-    assert "kit_core.py" in uploaded and any(name.endswith(".tflite") for name in uploaded), uploaded
+    assert "edgeeff-kit.pyz" in uploaded and any(name.endswith(".tflite") for name in uploaded), uploaded
     assert not [p for p in workdir.rglob("*") if p.name.endswith(".part")], uploaded
 
 
@@ -312,7 +312,7 @@ def test_device_storage_faults(sshd, artifacts, mounted, tmp_path, options, need
     assert done.returncode in (1, 2), done.stderr[-2000:]
     lines = [line for line in done.stderr.splitlines() if line.startswith("edgeeff:")]
     assert len(lines) == 1 and needle in lines[0], done.stderr[-2000:]
-    leftovers = [p for p in workdir.rglob("*") if p.is_file() and p.name != "kit_core.py" and p.name != ".complete"]
+    leftovers = [p for p in workdir.rglob("*") if p.is_file() and p.name != "edgeeff-kit.pyz" and p.name != ".complete"]
     assert leftovers == []  # a failed copy leaves nothing half-written on the device
 
 
@@ -342,7 +342,7 @@ def test_missing_accelerators_name_what_to_install(artifacts):
         cases.append(("openvino", xml, "npu", "OpenVINO has no NPU device here"))
     for backend, path, accelerator, needle in cases:
         with pytest.raises(RunnerError, match=None) as caught:
-            load_runner(backend, path, accelerator=accelerator)
+            load_runner(f"edgeeff.targets.{backend}", path, accelerator=accelerator)
         assert needle in str(caught.value), (accelerator, str(caught.value))
 
 
@@ -401,7 +401,7 @@ def test_peak_memory_of_a_child_is_its_own_not_its_parents():
 
 @pytest.mark.slow
 def test_onnx_node_placement_is_read_from_the_runtime_profile(artifacts):
-    from edgeeff.kit.core import OnnxRunner
+    from edgeeff.targets.onnx import OnnxRunner
 
     runner = OnnxRunner(next(artifacts.glob("*onnx-fp32")) / "model.onnx", threads=1)
     placement = runner.node_placement()

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import assert_one_line_error, run_cli
 from edgeeff.data.images import list_samples, split, write_list
-from edgeeff.quant.gate import _manifest
+from edgeeff.quant.gate import manifest
 
 REAL_SMALL = "lite0:resolution=128"
 
@@ -94,7 +94,7 @@ def test_gate_refuses_what_it_cannot_judge(tmp_path, data):
     assert_one_line_error(run_cli("check", "--config", str(config)), "no baseline")
     (tmp_path / "baseline.json").write_text(json.dumps({"version": 1, "rows": {"b0|none|onnx-int8": {}}, "data": {}}))
     assert_one_line_error(run_cli("check", "--config", str(config)), "differ from the baseline")
-    same_data = {"evaluation": _manifest(list_samples(data["eval"]))}
+    same_data = {"evaluation": manifest(list_samples(data["eval"]))}
     (tmp_path / "baseline.json").write_text(json.dumps({"version": 1, "rows": {"b0|none|onnx-int8": {}}, "data": same_data}))
     assert_one_line_error(run_cli("check", "--config", str(config)), "no entry for", "b0|none|onnx-int8")
     broken = tmp_path / "broken.toml"

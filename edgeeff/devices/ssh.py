@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgeeff.kit import core as kit_core
+from edgeeff.kit import wire as kit_wire
 from edgeeff.kit.bundle import FILE_NAME as KIT_FILE, kit_bytes
 from edgeeff.artifact import read_metadata
 from edgeeff.devices.registry import Device
@@ -249,10 +250,10 @@ class RemoteRunner:
 
     def predict(self, batch):
         try:
-            kit_core.write_frame(self.proc.stdin, kit_core.array_bytes(batch.astype("float32")))
+            kit_wire.write_frame(self.proc.stdin, kit_wire.array_bytes(batch.astype("float32")))
         except (BrokenPipeError, OSError):
             raise self._failure() from None
-        return kit_core.array_from(self._read_frame())
+        return kit_wire.array_from(self._read_frame())
 
     def describe(self) -> dict:
         return {**self.info, "device": self.remote.device.name}

@@ -132,7 +132,7 @@ def _data(config: GateConfig):
     return list_samples(config.calibration), list_samples(config.evaluation)
 
 
-def _manifest(samples) -> dict:
+def manifest(samples) -> dict:
     from edgeeff.fsio import sha256_of
 
     digest = hashlib.sha256()
@@ -170,7 +170,7 @@ def run_gate(config: GateConfig, baseline: dict | None = None, progress: Callabl
     calib, evaluation = _data(config)
     if not evaluation or any(s.label is None for s in evaluation):
         raise GateConfigError("the evaluation images need labels (synset in the file name, or a label<TAB>path list)")
-    data = {"calibration": _manifest(calib), "evaluation": _manifest(evaluation), "seed": config.seed,
+    data = {"calibration": manifest(calib), "evaluation": manifest(evaluation), "seed": config.seed,
             "calibration_count": config.calibration_count}
     if baseline is not None:
         check_baseline(config, baseline, data["evaluation"])

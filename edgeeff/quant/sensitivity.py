@@ -200,7 +200,7 @@ def _error(figures: dict) -> tuple[float, float]:
     return figures.get("drop_points", 0.0), -figures["agreement"]
 
 
-def _settle(trials: Trials, meta: dict, max_drop: float | None, min_agreement: float | None, steps: list[dict],
+def settle(trials: Trials, meta: dict, max_drop: float | None, min_agreement: float | None, steps: list[dict],
             latency: Callable[[dict], float | None]) -> tuple[dict, bool]:
     """Settings pass: plain int8 under each of the target's latency-free settings the user left
     unset. The first that meets the budget wins with nothing in float; otherwise the one with the
@@ -221,7 +221,7 @@ def _settle(trials: Trials, meta: dict, max_drop: float | None, min_agreement: f
     return best, False
 
 
-def _prune(trials: Trials, chosen: list[str], meta: dict, costs: dict[str, int], max_drop: float | None,
+def prune(trials: Trials, chosen: list[str], meta: dict, costs: dict[str, int], max_drop: float | None,
            min_agreement: float | None, steps: list[dict], latency: Callable[[dict], float | None]) -> tuple[list[str], dict]:
     """Backward pass: try the budgeted set without each of its blocks, costliest (most multiply-adds)
     first, and drop every block the budget holds without. Adding in sensitivity order overshoots: a
@@ -253,7 +253,7 @@ def _holds_and_runs_faster(trials: Trials, blocks: list[str], step: str, current
     return trial if faster else None
 
 
-def _narrow(trials: Trials, chosen: list[str], meta: dict, layers: dict[str, list[tuple[str, int]]], max_drop: float | None,
+def narrow(trials: Trials, chosen: list[str], meta: dict, layers: dict[str, list[tuple[str, int]]], max_drop: float | None,
             min_agreement: float | None, steps: list[dict], latency: Callable[[dict], float | None],
             side_by_side: Callable[[dict, dict], tuple[float | None, float | None]]) -> tuple[list[str], dict]:
     """Layer pass: try each float block as one of its convolutions alone (cheapest first), and keep
@@ -275,7 +275,7 @@ def _narrow(trials: Trials, chosen: list[str], meta: dict, layers: dict[str, lis
     return chosen, meta
 
 
-def _join(trials: Trials, chosen: list[str], meta: dict, every: list[str], costs: dict[str, int], max_drop: float | None,
+def join_blocks(trials: Trials, chosen: list[str], meta: dict, every: list[str], costs: dict[str, int], max_drop: float | None,
           min_agreement: float | None, steps: list[dict], latency: Callable[[dict], float | None],
           side_by_side: Callable[[dict, dict], tuple[float | None, float | None]]) -> tuple[list[str], dict]:
     """Island pass: try adding each int8 block whose every neighbour is already float (the network's
@@ -318,7 +318,7 @@ def _join(trials: Trials, chosen: list[str], meta: dict, every: list[str], costs
 MAX_REVERTED = 8
 
 
-def _backend_search(trials: Trials, meta: dict, max_drop: float | None, min_agreement: float | None, steps: list[dict],
+def backend_search(trials: Trials, meta: dict, max_drop: float | None, min_agreement: float | None, steps: list[dict],
                     latency: Callable[[dict], float | None]) -> tuple[list[str], dict, bool]:
     """The backend's own search, where it has one that ranks single ops by the budget's metric
     (NNCF's accuracy control; ``targets/openvino.py`` says why it can beat a block search). It
@@ -355,7 +355,7 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
     that do, then neighbours joined or blocks narrowed where that holds and runs faster. Publishes
     the chosen artifact to ``out`` with a ``budget`` record; raises BudgetError (publishing
     nothing) when even every unit in float misses."""
-    from edgeeff.convert import _publish
+    from edgeeff.convert import publish
 
     from edgeeff.data.images import list_samples
 
@@ -374,13 +374,13 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
     total_macs = 0
     trial_metas = [meta]
     if not holds:
-        meta, holds = _settle(trials, meta, max_drop, min_agreement, steps, latency)
+        meta, holds = settle(trials, meta, max_drop, min_agreement, steps, latency)
     if not holds:
         costs, layers = _costs(trials.args["variant"], trials.args["weights"])
         every = list(costs)
         total_macs = sum(costs.values())
         costs.update({name: macs for group in layers.values() for name, macs in group})  # a ranking may name convolutions
-        chosen, meta, holds = _backend_search(trials, meta, max_drop, min_agreement, steps, latency)
+        chosen, meta, holds = backend_search(trials, meta, max_drop, min_agreement, steps, latency)
     if not holds:
         if ranking is None:
             ranking = sensitivity(trials, every)["ranking"]
@@ -399,10 +399,10 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
             raise BudgetError(f"the budget ({_budget_text(max_drop, min_agreement)}) cannot be met even with {scope} in float "
                               f"(drop {figures.get('drop_points', float('nan')):+.2f} points, agreement {figures['agreement']:.1%}); "
                               "nothing was written")
-        chosen, meta = _prune(trials, chosen, meta, costs, max_drop, min_agreement, steps, latency)
-        chosen, meta = _join(trials, chosen, meta, every, costs, max_drop, min_agreement, steps, latency,
+        chosen, meta = prune(trials, chosen, meta, costs, max_drop, min_agreement, steps, latency)
+        chosen, meta = join_blocks(trials, chosen, meta, every, costs, max_drop, min_agreement, steps, latency,
                              lambda a, b: tuple(_side_by_side([a, b], threads, trials.say, "the set with a neighbour vs without")))
-        chosen, meta = _narrow(trials, chosen, meta, layers, max_drop, min_agreement, steps, latency,
+        chosen, meta = narrow(trials, chosen, meta, layers, max_drop, min_agreement, steps, latency,
                                lambda a, b: tuple(_side_by_side([a, b], threads, trials.say, "one convolution vs its block")))
     fp32 = trials.run_float(f"{trials.spec.backend}-fp32")
     # The comparison that matters, measured side by side: fp32, plain int8 and the chosen artifact
@@ -423,7 +423,7 @@ def within_budget(trials: Trials, out: Path, max_drop: float | None, min_agreeme
     fsio.write_text(folder / "edgeeff.json", json.dumps(meta, indent=2, default=str) + "\n")
     dest = out / folder.name
     out.mkdir(parents=True, exist_ok=True)
-    _publish(folder, dest)
+    publish(folder, dest)
     meta["path"] = str(dest)
     return meta
 

@@ -14,21 +14,13 @@ import numpy as np
 
 from edgeeff.errors import EdgeeffError
 
-# The calibration methods each backend has (conversion option name, values); None: only its own.
-METHODS: dict[str, tuple[str, tuple[str, ...]] | None] = {
-    "tflite": None,  # the TFLite converter calibrates min/max only
-    "onnx": ("calibration_method", ("minmax", "entropy", "percentile")),
-    "openvino": ("preset", ("performance", "mixed")),  # NNCF: symmetric vs asymmetric activations
-}
-
-
 def methods_for(target: str, asked: list[str] | None) -> list[str | None]:
-    from edgeeff.targets.base import get_target
+    from edgeeff.targets.base import OPTIONS, get_target
 
     spec = get_target(target)
     if spec.precision != "int8":
         raise EdgeeffError(f"{target} is not calibrated (no int8 mode); choose an -int8 target")
-    entry = METHODS.get(spec.backend)
+    entry = (spec.sweep_option, OPTIONS[spec.sweep_option].choices) if spec.sweep_option else None
     if not asked:
         return list(entry[1]) if entry else [None]
     if entry is None:
@@ -68,7 +60,7 @@ def sweep(variant: str, target: str, weights: str | None, calibration: str | Pat
     from edgeeff.targets.base import get_target
 
     spec = get_target(target)
-    option = (METHODS.get(spec.backend) or (None,))[0]
+    option = spec.sweep_option
     rows = []
     total = len(counts) * len(methods)
     for method in methods:
