@@ -112,7 +112,7 @@ def main() -> None:
     cols = [("variant", "variant"), ("target", "target"), ("written_ms", "as tf2onnx writes it, ms"),
             ("form", "rewritten as"), ("published_ms", "rewritten, ms"), ("saved_ms", "saved ms (median of rounds)"),
             ("ratio", "speedup"), ("written_prep_us", "preprocessing us, as written (profiled)"),
-            ("published_prep_us", "preprocessing us, rewritten (profiled)"), ("max_abs_output_diff", "max |output diff|"), ("rounds", "rounds")]
+            ("published_prep_us", "preprocessing us, rewritten (profiled)"), ("max_abs_output_diff", "max abs output diff"), ("rounds", "rounds")]
     head = (f"# onnxruntime: the in-graph preprocessing as tf2onnx writes it vs rewritten (fast_preprocessing)\n\n"
             f"Batch 1, {args.threads} threads, median over {args.rounds} interleaved rounds of fresh processes "
             f"({os.cpu_count()} cores); 'saved' and 'speedup' are medians of the per-round differences and ratios. "
