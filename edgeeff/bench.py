@@ -16,9 +16,8 @@ from edgeeff import report
 
 from edgeeff.kit import core as kit_core
 
-from edgeeff.kit import probe as kit_probe
 from edgeeff.errors import EdgeeffError
-from edgeeff.measure import Schedule, measure_in_subprocess
+from edgeeff.measure import Schedule
 
 Say = Callable[..., None]
 
@@ -58,10 +57,6 @@ def given_artifacts(models: list[Path], scratch: Path, preprocessing: str | None
 Measure = Callable[[Path], dict]
 
 
-def local_measurer(accelerator: str, threads: int | None, batch: int, schedule: Schedule, precision: str | None) -> Measure:
-    return lambda folder: measure_in_subprocess(folder, threads, batch, schedule, device=accelerator, precision=precision)
-
-
 def measure_targets(artifacts: dict[str, dict], measure: Measure, rounds: int, say: Say, label: str = "") -> dict[str, list[dict]]:
     """Interleaved rounds: each round visits every target once, each visit a fresh process (here,
     or on a remote device: ``measure`` decides)."""
@@ -95,21 +90,14 @@ def measure_on_device(device, artifacts: dict[str, dict], threads: int | None, b
     device gives every target a failed row and ``{"error": ...}`` as its description."""
     from edgeeff.targets.base import get_target
 
-    if device.remote:
-        from edgeeff.devices.ssh import SSHDevice
-
-        try:
-            remote = SSHDevice(device, accept_new_host_key)
-            say(f"connecting to {device.name}")
-            info = remote.probe()
-        except EdgeeffError as exc:
-            info = {"error": str(exc), **device.marks}
-            return [{"target": t, "device": device.name, **device.marks, "error": str(exc)} for t in artifacts], info
-        measure = lambda folder: remote.measure(folder, threads, batch, schedule, precision)  # noqa: E731
-    else:
-        remote = None
-        info = kit_probe.probe()
-        measure = local_measurer(device.accelerator, threads, batch, schedule, precision)
+    try:
+        session = device.connect(accept_new_host_key)
+        say(f"connecting to {device.name}")
+        info = session.probe()
+    except EdgeeffError as exc:
+        info = {"error": str(exc), **device.marks}
+        return [{"target": t, "device": device.name, **device.marks, "error": str(exc)} for t in artifacts], info
+    measure = lambda folder: session.measure(folder, threads, batch, schedule, precision)  # noqa: E731
     from edgeeff.devices.cpu import from_probe
 
     profile = from_probe(info)
@@ -120,8 +108,8 @@ def measure_on_device(device, artifacts: dict[str, dict], threads: int | None, b
         why = None if "error" in meta else target_fits_device(get_target(meta.get("target", target)), device.accelerator)
         fitted[target] = {"error": why} if why else meta
     runs = measure_targets(fitted, measure, rounds, say, label)
-    if remote is not None:
-        info["uploaded_bytes"] = remote.uploaded_bytes
+    if session.uploaded_bytes is not None:
+        info["uploaded_bytes"] = session.uploaded_bytes
     info.update(device.marks)
     return [{**row, **device.marks} for row in rows_from(fitted, runs, device.name, info)], info
 
@@ -137,8 +125,8 @@ def measure_on_devices(devices: list, artifacts: dict[str, dict], threads: int |
         label = f" on {device.name}" if len(devices) > 1 else ""
         return measure_on_device(device, artifacts, threads, batch, rounds, schedule, precision, say, label, accept_new_host_key)
 
-    local = [d for d in devices if not d.remote]
-    remote = [d for d in devices if d.remote]
+    local = [d for d in devices if d.shares_this_machine]
+    remote = [d for d in devices if not d.shares_this_machine]
     with ThreadPoolExecutor(max_workers=len(remote) + 1) as pool:
         futures = {d.name: pool.submit(one, d) for d in remote}
         local_done = pool.submit(lambda: {d.name: one(d) for d in local})

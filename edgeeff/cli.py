@@ -265,7 +265,7 @@ def predict(images: tuple[Path, ...], variant: str, weights: str | None, model_p
 
 def device_title(device, info: dict) -> str:
     """A device as a table title names it: a board's CPU and machine, and the int8 profile it ran with."""
-    parts = [info.get("cpu"), info.get("machine")] if device.remote else []
+    parts = device.title_parts(info)
     if info.get("cpu_profile"):
         parts.append(f"int8 profile {info['cpu_profile']}")
     parts = [p for p in parts if p]
@@ -337,9 +337,9 @@ def devices_list(devices_file: str | None, json_path: str | None) -> None:
     check_report_paths(json_path)
     path = Path(devices_file).expanduser() if devices_file else default_devices_file()
     local = {d.name for d in usable_local_devices()}
-    rows = [{"device": d.name, "where": d.address if d.remote else "local", "python": d.python if d.remote else sys.executable,
+    rows = [{"device": d.name, "where": d.where, "python": d.interpreter,
              "accelerator": d.accelerator, "runtime": d.runtime or "-", "description": d.description}
-            for d in load_devices(devices_file).values() if d.remote or d.name in local]
+            for d in load_devices(devices_file).values() if not d.shares_this_machine or d.name in local]
     report.print_table(rows, [("device", "device"), ("where", "where"), ("accelerator", "accelerator"), ("python", "python"),
                               ("runtime", "TFLite runtime")], title="Devices")
     report.echo(f"devices file: {path}" + ("" if path.is_file() else
@@ -392,25 +392,19 @@ def devices_remove(name: str, devices_file: str | None) -> None:
 def devices_check(name: str, devices_file: str | None, accept_new_host_key: bool, json_path: str | None) -> None:
     """Connect and report CPU, cores, OS, architecture, Python, runtimes, free disk, temperature."""
     from edgeeff import report
-    from edgeeff.kit import probe as kit_probe
     from edgeeff.devices.registry import get_device
 
     check_report_paths(json_path)
     device = get_device(name, devices_file)
     device.check()
-    if device.remote:
-        from edgeeff.devices.ssh import SSHDevice
-
-        info = SSHDevice(device, accept_new_host_key).probe()
-    else:
-        info = kit_probe.probe()
+    info = device.connect(accept_new_host_key).probe()
     from edgeeff.devices.cpu import from_probe
     from edgeeff.devices.registry import record_cpu_profile
 
     profile = from_probe(info)
     if profile is not None:
         info["cpu_profile"] = profile.name
-        if device.remote and not name.lower().startswith("ssh://") and record_cpu_profile(device.name, profile.name, devices_file):
+        if device.records_profile and record_cpu_profile(device.name, profile.name, devices_file):
             click.echo(f"recorded cpu = \"{profile.name}\" for {device.name} (convert --device {device.name} uses it)", err=True)
     info = {**info, **device.marks}
     print_device_info(device, info, f"Device {device.name}")
@@ -435,7 +429,7 @@ def print_device_info(device, info: dict, title: str) -> None:
     profile = PROFILES.get(info.get("cpu_profile") or "")
     runtimes = info.get("runtimes", {})
     rows = [{"field": k, "value": v} for k, v in (
-        ("device", f"{device.name} ({device.address if device.remote else 'local'})"),
+        ("device", f"{device.name} ({device.where})"),
         ("emulated", "yes: outputs are the ARM build's own, latency is qemu's, not a board's" if info.get("emulated") else None),
         ("cpu", info.get("cpu")),
         ("cores", info.get("cores")), ("machine", info.get("machine")),
@@ -467,17 +461,14 @@ def devices_setup(name: str, wheelhouse: Path | None, packages: tuple[str, ...],
 
     from edgeeff.devices import provision
     from edgeeff.devices.registry import get_device
-    from edgeeff.devices.ssh import SSHDevice
 
     check_report_paths(json_path)
     if wheelhouse is not None and not wheelhouse.is_dir():
         raise EdgeeffError(f"--wheelhouse {wheelhouse} does not exist: download wheels there with pip download --platform ... --only-binary=:all:")
     device = get_device(name, devices_file)
-    if not device.remote:
-        raise EdgeeffError(f"{device.name} is this machine: setup is for devices reached over SSH (here: pip install -e '.[all]')")
-    provision.venv_of(device)
+    session = device.connect(accept_new_host_key)
     with step_progress(Console(stderr=True)) as say:
-        info = provision.setup(SSHDevice(device, accept_new_host_key), list(packages) or None, wheelhouse, say)
+        info = session.provision(list(packages) or None, wheelhouse, say)
     info = {**info, **device.marks}
     print_device_info(device, info, f"Device {device.name}: set up")
     if json_path:
@@ -583,24 +574,10 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
     quiet_tensorflow_import()
     with step_progress(console) as say:
         if budgeted:
-            from edgeeff.quant import sensitivity as sens
+            from edgeeff.quant.budget import convert_within_budget
 
-            ranking = None
-            if sensitivity_path:
-                try:
-                    ranking = json.loads(Path(sensitivity_path).read_text())["ranking"]
-                except (ValueError, KeyError, TypeError):
-                    raise EdgeeffError(f"{sensitivity_path} is not an `edgeeff sensitivity --json` report (no ranking)") from None
-            from edgeeff.convert import check_writable
-
-            check_writable(Path(out))
-            root, cleanup = sens.trial_root(Path(out))
-            try:
-                trials = sens.Trials(variant, target, weights, images, calibration, calibration_count, seed, options, root, say,
-                                     calibration_views, cpu=cpu)
-                meta = sens.within_budget(trials, Path(out), max_drop, min_agreement, ranking)
-            finally:
-                cleanup()
+            meta = convert_within_budget(variant, target, weights, images, calibration, calibration_count, seed, options, Path(out),
+                                         max_drop, min_agreement, say, calibration_views, cpu=cpu, sensitivity_report=sensitivity_path)
         else:
             meta = run_convert(variant, target, weights=weights, out=out, calibration=calibration,
                                calibration_count=calibration_count, calibration_views=calibration_views, seed=seed, images=images,
@@ -644,7 +621,7 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
                                    ("agreement", "agreement"), ("meets", "meets budget"), ("median_ms", "median ms"),
                                    ("side_by_side", "ms side by side (this vs before)")],
                            title="Budget search (each step a real conversion, measured)")
-        from edgeeff.quant.sensitivity import settings_text
+        from edgeeff.quant.budget import settings_text
 
         settings = settings_text(b.get("settings"))
         kept = ", ".join(b["float_blocks"]) or f"nothing (plain int8{' with ' + settings if settings else ''} meets the budget)"
@@ -825,8 +802,9 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
     device.check()
     if variant is not None and device.name != "cpu":
         raise EdgeeffError("--device applies to converted artifacts; a Keras --variant runs here")
-    if compare_local and not device.remote:
-        raise EdgeeffError("--compare-local compares a remote device with this machine: add --device NAME (a device reached over SSH)")
+    refusal = device.connect(accept_new_host_key).compare_local_refusal() if compare_local else None
+    if refusal:
+        raise EdgeeffError(refusal)
     if variant is not None and preprocessing is not None:
         raise EdgeeffError("--preprocessing is for a bare model file; a --variant brings its weights' own card")
     names = read_labels(labels_path) if labels_path else None

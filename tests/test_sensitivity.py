@@ -249,42 +249,42 @@ def test_budget_settings_reach_the_backend_once(tmp_path, lists):
 
 
 def test_settle_tries_latency_free_settings_before_any_float_block():
-    from edgeeff.quant.sensitivity import settle
+    from edgeeff.quant.budget import BudgetSearch
 
     full = (("fast_bias_correction", False),)
     plain = _RuleTrials({"block1a"}, budget_settings=(full,), drops={full: 0.0})
     steps = []
-    meta, holds = settle(plain, plain.run([], "plain"), 0.3, None, steps, lambda m: None)
+    meta, holds = BudgetSearch(plain, 0.3, None, steps=steps, latency=lambda m: None).settle(plain.run([], "plain"))
     assert holds and plain.settings == {"fast_bias_correction": False} and meta["validation"]["top1_artifact"] == 0.9
     assert steps[0]["step"] == "plain int8, fast_bias_correction=False" and steps[0]["settings"] == {"fast_bias_correction": False}
     better = _RuleTrials({"block1a"}, budget_settings=(full,), drops={full: 1.0})  # closer, not there: the base of the float search
-    assert settle(better, better.run([], "plain"), 0.3, None, [], lambda m: None)[1] is False
+    assert BudgetSearch(better, 0.3, None, steps=[], latency=lambda m: None).settle(better.run([], "plain"))[1] is False
     assert better.settings == {"fast_bias_correction": False}
     worse = _RuleTrials({"block1a"}, budget_settings=(full,), drops={full: 3.0})
-    assert settle(worse, worse.run([], "plain"), 0.3, None, [], lambda m: None)[1] is False and worse.settings == {}
+    assert BudgetSearch(worse, 0.3, None, steps=[], latency=lambda m: None).settle(worse.run([], "plain"))[1] is False and worse.settings == {}
     chosen = _RuleTrials({"block1a"}, budget_settings=(full,), options={"fast_bias_correction": True}, drops={full: 0.0})
     steps = []
-    assert settle(chosen, chosen.run([], "plain"), 0.3, None, steps, lambda m: None)[1] is False
+    assert BudgetSearch(chosen, 0.3, None, steps=steps, latency=lambda m: None).settle(chosen.run([], "plain"))[1] is False
     assert steps == [] and chosen.settings == {}  # the user's own choice is never overridden
     both = (("fast_bias_correction", False), ("preset", "mixed"))
     later = _RuleTrials({"block1a"}, budget_settings=(full, both), drops={full: 1.25, both: 0.75})
     steps = []
-    assert settle(later, later.run([], "plain"), 0.3, None, steps, lambda m: None)[1] is False
+    assert BudgetSearch(later, 0.3, None, steps=steps, latency=lambda m: None).settle(later.run([], "plain"))[1] is False
     assert later.settings == dict(both) and [st["settings"] for st in steps] == [dict(full), dict(both)]  # the closer one is the base
     preset = _RuleTrials({"block1a"}, budget_settings=(full, both), options={"preset": "performance"}, drops={full: 1.25, both: 0.0})
     steps = []
-    assert settle(preset, preset.run([], "plain"), 0.3, None, steps, lambda m: None)[1] is False
+    assert BudgetSearch(preset, 0.3, None, steps=steps, latency=lambda m: None).settle(preset.run([], "plain"))[1] is False
     assert [st["settings"] for st in steps] == [dict(full)] and preset.settings == dict(full)  # a setting that touches the user's preset is skipped
 
 
 def test_prune_drops_blocks_the_budget_holds_without_costliest_first():
-    from edgeeff.quant.sensitivity import prune
+    from edgeeff.quant.budget import BudgetSearch
 
     trials = _RuleTrials({"block2a"})
     steps = [{"float_blocks": [], "meets": False}, {"float_blocks": ["stem"], "meets": False},
              {"float_blocks": ["stem", "block6a"], "meets": False}]
     costs = {"stem": 10, "block6a": 50, "block2a": 20}
-    chosen, meta = prune(trials, ["stem", "block6a", "block2a"], {"validation": {}}, costs, 0.3, None, steps, lambda m: None)
+    chosen, meta = BudgetSearch(trials, 0.3, None, steps=steps, latency=lambda m: None).prune(["stem", "block6a", "block2a"], {"validation": {}}, costs)
     assert chosen == ["block2a"]
     # block6a (costliest) first, then stem; without block2a the set is one the forward pass had missed with
     assert trials.runs == [["block2a", "stem"], ["block2a"]]
@@ -293,7 +293,7 @@ def test_prune_drops_blocks_the_budget_holds_without_costliest_first():
 
 
 def test_backend_search_adopts_nncf_float_layers_only_when_they_hold():
-    from edgeeff.quant.sensitivity import MAX_REVERTED, backend_search
+    from edgeeff.quant.budget import MAX_REVERTED, BudgetSearch
 
     full = {"fast_bias_correction": False}
     mixed = {**full, "preset": "mixed"}
@@ -321,7 +321,7 @@ def test_backend_search_adopts_nncf_float_layers_only_when_they_hold():
     steps = settled()
     held = with_nncf({"block6a_dwconv"})
     held.settings.update(mixed)
-    chosen, meta, holds = backend_search(held, {}, 0.3, None, steps, lambda m: None)
+    chosen, meta, holds = BudgetSearch(held, 0.3, None, steps=steps, latency=lambda m: None).backend_search({})
     assert holds and chosen == ["block6a_dwconv"] and meta["validation"]["top1_artifact"] == 0.9
     control = {"images": "eval.txt", "max_drop_points": 0.3, "min_agreement": None, "max_reverted": MAX_REVERTED}
     assert held.settings == {**mixed, "accuracy_control": control}  # from the most accurate base first
@@ -329,17 +329,17 @@ def test_backend_search_adopts_nncf_float_layers_only_when_they_hold():
     steps = settled()
     later = with_nncf({"block6a_dwconv"}, holds_from=full)  # from mixed it misses, from full bias correction it holds
     later.settings.update(mixed)
-    assert backend_search(later, {}, 0.3, None, steps, lambda m: None)[2]
+    assert BudgetSearch(later, 0.3, None, steps=steps, latency=lambda m: None).backend_search({})[2]
     assert later.settings == {**full, "accuracy_control": control} and [st["meets"] for st in steps[3:]] == [False, True]
     steps = settled()
     missed = with_nncf({"block1a"})  # judged against Keras it misses from every base: the block search runs on the adopted base
     missed.settings.update(mixed)
-    assert backend_search(missed, {"base": 1}, 0.3, None, steps, lambda m: None) == ([], {"base": 1}, False)
+    assert BudgetSearch(missed, 0.3, None, steps=steps, latency=lambda m: None).backend_search({"base": 1}) == ([], {"base": 1}, False)
     assert missed.settings == mixed and [st["step"] for st in steps[3:]] == [
         "accuracy control, fast_bias_correction=False, preset=mixed", "accuracy control, fast_bias_correction=False", "accuracy control"]
     chosen_by_user = with_nncf(set(), options={"accuracy_control": {"images": "x"}})
-    assert backend_search(chosen_by_user, {}, 0.3, None, settled(), lambda m: None)[2] is False and chosen_by_user.runs == []
-    assert backend_search(_RuleTrials(set()), {}, 0.3, None, settled(), lambda m: None)[2] is False  # a backend without one
+    assert BudgetSearch(chosen_by_user, 0.3, None, steps=settled(), latency=lambda m: None).backend_search({})[2] is False and chosen_by_user.runs == []
+    assert BudgetSearch(_RuleTrials(set()), 0.3, None, steps=settled(), latency=lambda m: None).backend_search({})[2] is False  # a backend without one
 
 
 @pytest.mark.slow
@@ -372,7 +372,7 @@ def test_openvino_budget_takes_nncf_accuracy_control_end_to_end(tmp_path, lists)
 
 
 def test_narrow_keeps_one_convolution_of_a_block_where_that_holds():
-    from edgeeff.quant.sensitivity import narrow
+    from edgeeff.quant.budget import BudgetSearch
 
     layers = {"block1a": [("block1a_project_conv", 5), ("block1a_dwconv", 9)], "block6a": [("block6a_dwconv", 3)]}
     trials = _RuleTrials({"block1a"}, either={"block1a_dwconv"})  # the error comes from block1a's depthwise conv
@@ -381,48 +381,42 @@ def test_narrow_keeps_one_convolution_of_a_block_where_that_holds():
     def faster(narrow, current):  # ms side by side: the narrower set is faster
         return 1.0, 2.0
 
-    chosen, meta = narrow(trials, ["block1a", "block6a"], {"validation": {}}, layers, 0.3, None, steps, lambda m: None, faster)
+    chosen, meta = BudgetSearch(trials, 0.3, None, steps=steps, latency=lambda m: None, side_by_side=faster).narrow(["block1a", "block6a"], {"validation": {}}, layers)
     assert chosen == ["block1a_dwconv", "block6a"]  # block6a has one convolution: nothing narrower to try
     assert trials.runs == [["block1a_project_conv", "block6a"], ["block1a_dwconv", "block6a"]]  # cheapest first
     assert [st["meets"] for st in steps] == [False, True] and steps[1]["step"] == "block1a as block1a_dwconv"
     assert steps[1]["faster"] is True and "faster" not in steps[0]  # timed only when it holds the budget
-    untouched, _ = narrow(_RuleTrials({"block1a"}), ["block1a"], {"validation": {}}, layers, 0.3, None, [], lambda m: None, faster)
+    untouched, _ = BudgetSearch(_RuleTrials({"block1a"}), 0.3, None, steps=[], latency=lambda m: None, side_by_side=faster).narrow(["block1a"], {"validation": {}}, layers)
     assert untouched == ["block1a"]  # no single convolution holds: the whole block stays float
     steps = []
-    slower, _ = narrow(_RuleTrials({"block1a"}, either={"block1a_dwconv"}), ["block1a"], {"validation": {}}, layers, 0.3, None,
-                        steps, lambda m: None, lambda narrow, current: (2.0, 1.0))
+    slower, _ = BudgetSearch(_RuleTrials({"block1a"}, either={"block1a_dwconv"}), 0.3, None, steps=steps, latency=lambda m: None, side_by_side=lambda narrow, current: (2.0, 1.0)).narrow(["block1a"], {"validation": {}}, layers)
     assert slower == ["block1a"] and steps[-1]["faster"] is False  # it holds but runs slower: the block stays whole
 
 
 def test_join_adds_a_neighbour_only_where_it_closes_a_float_island_and_runs_faster():
-    from edgeeff.quant.sensitivity import join_blocks
+    from edgeeff.quant.budget import BudgetSearch
 
     every = ["stem", "block1a", "block2a", "block2b", "block3a", "head"]
     costs = {"stem": 4, "block1a": 3, "block2a": 9, "block2b": 5, "block3a": 7, "head": 2}
     trials = _RuleTrials({"block1a", "block2b"})  # float block1a and block2b hold the budget; more float holds too
     steps = []
-    chosen, meta = join_blocks(trials, ["block1a", "block2b"], {"validation": {}}, every, costs, 0.3, None, steps, lambda m: None,
-                         lambda wider, current: (1.0, 2.0))
+    chosen, meta = BudgetSearch(trials, 0.3, None, steps=steps, latency=lambda m: None, side_by_side=lambda wider, current: (1.0, 2.0)).join(["block1a", "block2b"], {"validation": {}}, every, costs)
     # stem (input on one side) and block2a (float on both) bridge; block3a and head do not (block3a's
     # next neighbour, head, is int8); cheapest first, each tried on top of the last one kept
     assert [st["step"] for st in steps] == ["join stem", "join block2a"]
     assert trials.runs == [["block1a", "block2b", "stem"], ["block1a", "block2a", "block2b", "stem"]]
     assert chosen == ["stem", "block1a", "block2a", "block2b"] and all(st["faster"] for st in steps)
     steps = []
-    slower, _ = join_blocks(_RuleTrials({"block1a"}), ["block1a"], {"validation": {}}, every, costs, 0.3, None, steps,
-                      lambda m: None, lambda wider, current: (2.0, 1.0))
+    slower, _ = BudgetSearch(_RuleTrials({"block1a"}), 0.3, None, steps=steps, latency=lambda m: None, side_by_side=lambda wider, current: (2.0, 1.0)).join(["block1a"], {"validation": {}}, every, costs)
     assert slower == ["block1a"] and steps[-1]["step"] == "join stem" and steps[-1]["faster"] is False
     steps = []
-    missed, _ = join_blocks(_RuleTrials({"block3a"}), ["block1a"], {"validation": {}}, every, costs, 0.3, None, steps, lambda m: None,
-                      lambda wider, current: (1.0, 2.0))
+    missed, _ = BudgetSearch(_RuleTrials({"block3a"}), 0.3, None, steps=steps, latency=lambda m: None, side_by_side=lambda wider, current: (1.0, 2.0)).join(["block1a"], {"validation": {}}, every, costs)
     assert missed == ["block1a"] and steps[-1]["meets"] is False and "faster" not in steps[-1]  # timed only when it holds
-    assert join_blocks(_RuleTrials(set()), ["block1a_dwconv"], {}, every, costs, 0.3, None, [], lambda m: None,
-                 lambda wider, current: (1.0, 2.0))[0] == ["block1a_dwconv"]  # a single convolution closes no island
+    assert BudgetSearch(_RuleTrials(set()), 0.3, None, steps=[], latency=lambda m: None, side_by_side=lambda wider, current: (1.0, 2.0)).join(["block1a_dwconv"], {}, every, costs)[0] == ["block1a_dwconv"]  # a single convolution closes no island
     # the output edge: a float last block makes the head a candidate; a convolution named alone keeps
     # its place in network order, and a joined block replaces its own convolutions named alone
     steps = []
-    tail, _ = join_blocks(_RuleTrials(set()), ["block3a", "block2a_dwconv", "block1a", "stem_conv"], {"validation": {}}, every, costs,
-                    0.3, None, steps, lambda m: None, lambda wider, current: (1.0, 2.0))
+    tail, _ = BudgetSearch(_RuleTrials(set()), 0.3, None, steps=steps, latency=lambda m: None, side_by_side=lambda wider, current: (1.0, 2.0)).join(["block3a", "block2a_dwconv", "block1a", "stem_conv"], {"validation": {}}, every, costs)
     assert [st["step"] for st in steps] == ["join head", "join stem"]  # head (2) is cheaper than stem (4)
     assert tail == ["stem", "block1a", "block2a_dwconv", "block3a", "head"]
 

@@ -69,16 +69,46 @@ class Device:
     def address(self) -> str:
         return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
 
-    def runner(self, folder: Path, meta: dict, threads: int | None = None, accept_new_host_key: bool = False):
-        """A runner (``predict``/``describe``/``close``) for an artifact folder on this device: here through
-        the target registry, or on a board over SSH (``edgeeff.devices.ssh``)."""
+    @property
+    def where(self) -> str:
+        """Its address for a board, "local" for this machine."""
+        return self.address if self.remote else "local"
+
+    @property
+    def interpreter(self) -> str:
+        """The Python that runs the kit for it."""
+        return self.python if self.remote else sys.executable
+
+    @property
+    def shares_this_machine(self) -> bool:
+        """Timed on this machine: measured one after another with this machine's other devices (two
+        at once would slow each other); boards are measured concurrently."""
+        return not self.remote
+
+    @property
+    def records_profile(self) -> bool:
+        """Whether `devices check` writes its CPU profile into the devices file (a named board; this
+        machine detects its own and an ssh:// one-off has no entry)."""
+        return self.remote and not self.name.lower().startswith(SSH_SCHEME)
+
+    def title_parts(self, info: dict) -> list[str]:
+        """What a table title says of it beyond its name: a board's CPU and machine."""
+        return [p for p in (info.get("cpu"), info.get("machine")) if p] if self.remote else []
+
+    def connect(self, accept_new_host_key: bool = False):
+        """This device's session (``probe``, ``measure``, ``runner``, ``provision``): over SSH for a
+        board (``edgeeff.devices.ssh``), in this process for this machine (``edgeeff.devices.local``)."""
         if self.remote:
-            from edgeeff.devices.ssh import RemoteRunner, SSHDevice
+            from edgeeff.devices.ssh import SSHDevice
 
-            return RemoteRunner(SSHDevice(self, accept_new_host_key), Path(folder), meta, threads)
-        from edgeeff.artifact import open_artifact
+            return SSHDevice(self, accept_new_host_key)
+        from edgeeff.devices.local import LocalSession
 
-        return open_artifact(folder, threads, device=self.accelerator)[1]
+        return LocalSession(self)
+
+    def runner(self, folder: Path, meta: dict, threads: int | None = None, accept_new_host_key: bool = False):
+        """A runner (``predict``/``describe``/``close``) for an artifact folder on this device."""
+        return self.connect(accept_new_host_key).runner(Path(folder), meta, threads)
 
     def cpu_profile(self):
         """The device's int8 CPU profile (``edgeeff.devices.cpu``): this machine's, or the one `devices check`

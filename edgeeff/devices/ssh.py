@@ -210,6 +210,19 @@ class SSHDevice:
         key = hashlib.sha256("".join(sha256_of(p) for p in files).encode()).hexdigest()[:24]
         return f"{self.put([(p.name, p) for p in files], key)}/{meta['artifact']}"
 
+    def runner(self, folder: Path, meta: dict, threads: int | None = None) -> "RemoteRunner":
+        return RemoteRunner(self, Path(folder), meta, threads)
+
+    def provision(self, packages, wheelhouse, say) -> dict:
+        """`devices setup`: a venv with numpy and the runtimes on the board (``edgeeff.devices.provision``)."""
+        from edgeeff.devices import provision
+
+        provision.venv_of(self.device)
+        return provision.setup(self, packages, wheelhouse, say)
+
+    def compare_local_refusal(self) -> str | None:
+        return None
+
     def measure(self, folder: Path, threads: int | None, batch: int, schedule: kit_core.Schedule, precision: str | None) -> dict:
         """The device kit's ``measure`` on the device, in a fresh process; a failure becomes a row."""
         meta = read_metadata(folder)
