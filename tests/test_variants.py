@@ -61,3 +61,18 @@ def test_unknown_name_suggests():
 def test_bad_specs(spec, msg):
     with pytest.raises(VariantError, match=msg):
         resolve(spec)
+
+
+@pytest.mark.slow
+def test_v2_dropout_rows_are_keras_applications_own():
+    """The row's dropout is the one Keras Applications builds (its ``top_dropout`` rate); the
+    official schedule's training dropout sits on the same row, where V2-M's 0.3 (automl) differs."""
+    import keras
+
+    from edgeeff.model.variants import VARIANTS
+    from edgeeff.train.schedule import SCHEDULES
+
+    for name, trained in (("v2-m", 0.3), ("v2-s", 0.2)):
+        theirs = getattr(keras.applications, VARIANTS[name].keras_name)(weights=None, include_top=True)
+        assert VARIANTS[name].dropout == pytest.approx(theirs.get_layer("top_dropout").rate), name
+        assert SCHEDULES["official"][name].max_dropout == pytest.approx(trained) == VARIANTS[name].official_ranges[3], name

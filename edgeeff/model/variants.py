@@ -66,6 +66,12 @@ class Variant:
     phi: float | None = None
     keras_name: str | None = None  # keras.applications constructor with the same architecture
     base: str | None = None  # the registered variant an overridden spelling started from
+    # V2 training ranges (progressive learning), on the row so model and schedule cannot drift apart:
+    # the paper's (min size, max size, RandAugment min, max, mixup min, max, dropout min, max), Tan &
+    # Le 2021 Table 6, and google/automl effnetv2_configs.py's (train size, RandAugment, mixup,
+    # dropout). Read by ``edgeeff.train.schedule``.
+    paper_ranges: tuple | None = None
+    official_ranges: tuple[int, float, float, float] | None = None
 
     @property
     def member(self) -> str:
@@ -111,8 +117,9 @@ def _lite(name, width, depth, res, dropout):
     return Variant(name, EFFICIENTNET_LITE, blocks.EFFICIENTNET_B0, width, depth, res, dropout)
 
 
-def _v2(name, stages, width, depth, res, dropout, keras_name):
-    return Variant(name, EFFICIENTNET_V2, stages, width, depth, res, dropout, keras_name=keras_name)
+def _v2(name, stages, width, depth, res, dropout, keras_name, paper, official):
+    return Variant(name, EFFICIENTNET_V2, stages, width, depth, res, dropout, keras_name=keras_name, paper_ranges=paper,
+                   official_ranges=official)
 
 
 # (width, depth, resolution, dropout): Tan & Le 2019 / Keras Applications; Lite: tensorflow/tpu
@@ -131,13 +138,16 @@ _TABLE: tuple[Variant, ...] = (
     _lite("lite2", 1.1, 1.2, 260, 0.3),
     _lite("lite3", 1.2, 1.4, 280, 0.3),
     _lite("lite4", 1.4, 1.8, 300, 0.3),
-    _v2("v2-b0", blocks.EFFICIENTNETV2_BASE, 1.0, 1.0, 224, 0.2, "EfficientNetV2B0"),
-    _v2("v2-b1", blocks.EFFICIENTNETV2_BASE, 1.0, 1.1, 240, 0.2, "EfficientNetV2B1"),
-    _v2("v2-b2", blocks.EFFICIENTNETV2_BASE, 1.1, 1.2, 260, 0.3, "EfficientNetV2B2"),
-    _v2("v2-b3", blocks.EFFICIENTNETV2_BASE, 1.2, 1.4, 300, 0.3, "EfficientNetV2B3"),
-    _v2("v2-s", blocks.EFFICIENTNETV2_S, 1.0, 1.0, 384, 0.2, "EfficientNetV2S"),
-    _v2("v2-m", blocks.EFFICIENTNETV2_M, 1.0, 1.0, 480, 0.2, "EfficientNetV2M"),
-    _v2("v2-l", blocks.EFFICIENTNETV2_L, 1.0, 1.0, 480, 0.4, "EfficientNetV2L"),
+    # V2 (..., keras name, paper training ranges, official (train size, RandAugment, mixup))
+    _v2("v2-b0", blocks.EFFICIENTNETV2_BASE, 1.0, 1.0, 224, 0.2, "EfficientNetV2B0", (128, 192, 5, 10, 0.0, 0.0, 0.1, 0.2), (192, 5, 0.0, 0.2)),
+    _v2("v2-b1", blocks.EFFICIENTNETV2_BASE, 1.0, 1.1, 240, 0.2, "EfficientNetV2B1", (128, 192, 5, 10, 0.0, 0.0, 0.1, 0.2), (192, 5, 0.0, 0.2)),
+    _v2("v2-b2", blocks.EFFICIENTNETV2_BASE, 1.1, 1.2, 260, 0.3, "EfficientNetV2B2", (128, 208, 5, 10, 0.0, 0.0, 0.1, 0.3), (208, 5, 0.0, 0.3)),
+    _v2("v2-b3", blocks.EFFICIENTNETV2_BASE, 1.2, 1.4, 300, 0.3, "EfficientNetV2B3", (128, 240, 5, 10, 0.0, 0.0, 0.1, 0.3), (240, 5, 0.0, 0.3)),
+    _v2("v2-s", blocks.EFFICIENTNETV2_S, 1.0, 1.0, 384, 0.2, "EfficientNetV2S", (128, 300, 5, 15, 0.0, 0.0, 0.1, 0.3), (300, 10, 0.0, 0.2)),
+    # V2-M: Keras Applications builds it with dropout 0.2 (the row's, for Keras compatibility; tested),
+    # automl trains it with 0.3 (the official schedule's). One row holds both, said once.
+    _v2("v2-m", blocks.EFFICIENTNETV2_M, 1.0, 1.0, 480, 0.2, "EfficientNetV2M", (128, 380, 5, 20, 0.0, 0.2, 0.1, 0.4), (384, 15, 0.2, 0.3)),
+    _v2("v2-l", blocks.EFFICIENTNETV2_L, 1.0, 1.0, 480, 0.4, "EfficientNetV2L", (128, 380, 5, 25, 0.0, 0.4, 0.1, 0.5), (384, 20, 0.5, 0.4)),
 )
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in _TABLE}

@@ -44,7 +44,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from edgeeff.errors import EdgeeffError
-from edgeeff.model.variants import RESOLUTION_RANGE, Variant, resolve
+from edgeeff.model.variants import VARIANTS, RESOLUTION_RANGE, Variant, resolve
 
 MAGNITUDE_SCALE = 30.0
 
@@ -89,31 +89,14 @@ class StageSettings:
         return {**asdict(self), "epochs": self.epochs}
 
 
-# (min size, max size, RA min, RA max, mixup min, mixup max, dropout min, dropout max)
-_PAPER = {
-    "v2-s": ScheduleRow(128, 300, 5, 15, 0.0, 0.0, 0.1, 0.3),
-    "v2-m": ScheduleRow(128, 380, 5, 20, 0.0, 0.2, 0.1, 0.4),
-    "v2-l": ScheduleRow(128, 380, 5, 25, 0.0, 0.4, 0.1, 0.5),
-    "v2-b0": ScheduleRow(128, 192, 5, 10, 0.0, 0.0, 0.1, 0.2),
-    "v2-b1": ScheduleRow(128, 192, 5, 10, 0.0, 0.0, 0.1, 0.2),
-    "v2-b2": ScheduleRow(128, 208, 5, 10, 0.0, 0.0, 0.1, 0.3),
-    "v2-b3": ScheduleRow(128, 240, 5, 10, 0.0, 0.0, 0.1, 0.3),
-}
-# automl effnetv2_configs.py: (train size, RandAugment, mixup, dropout); size starts at half.
-_OFFICIAL = {
-    "v2-s": (300, 10, 0.0, 0.2),
-    "v2-m": (384, 15, 0.2, 0.3),
-    "v2-l": (384, 20, 0.5, 0.4),
-    "v2-b0": (192, 5, 0.0, 0.2),
-    "v2-b1": (192, 5, 0.0, 0.2),
-    "v2-b2": (208, 5, 0.0, 0.3),
-    "v2-b3": (240, 5, 0.0, 0.3),
-}
+# Both schedules are read from the variant rows (edgeeff.model.variants: paper_ranges, official_ranges):
+# one table, so the model's dropout and the schedule's cannot drift apart. The official schedule's
+# size starts at half the training size and its dropout is fixed (automl does not schedule it).
 SCHEDULES: dict[str, dict[str, ScheduleRow]] = {
-    "paper": _PAPER,
+    "paper": {v.name: ScheduleRow(*v.paper_ranges) for v in VARIANTS.values() if v.paper_ranges},
     "official": {
-        name: ScheduleRow(size // 2, size, 5, ram, 0.0, mix, drop, drop, size_at_stage_end=True)
-        for name, (size, ram, mix, drop) in _OFFICIAL.items()
+        v.name: ScheduleRow(size // 2, size, 5, ram, 0.0, mix, drop, drop, size_at_stage_end=True)
+        for v in VARIANTS.values() if v.official_ranges for size, ram, mix, drop in [v.official_ranges]
     },
 }
 DEFAULT_SCHEDULE = "paper"
