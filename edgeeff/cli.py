@@ -173,28 +173,44 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows as JSON.")
-@click.option("--variant", "names", multiple=True, help="Only these variants (repeatable).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows as JSON (each row says its task).")
+@click.option("--variant", "names", multiple=True, help="Only these variants or detectors (efficientdet-d0 ...; repeatable).")
 def models(json_path: str | None, names: tuple[str, ...]) -> None:
-    """Every named variant: resolution, width/depth, parameters, multiply-adds, real weights."""
+    """Every named variant and detector: resolution, sizes, parameters, multiply-adds, real weights."""
     from rich.progress import Progress
 
     from edgeeff import report
-
-    from edgeeff.model import catalog
+    from edgeeff.model import catalog, detector_catalog
+    from edgeeff.model.detectors import DETECTORS, get_detector
     from edgeeff.model.variants import resolve
 
     check_report_paths(json_path)
-    selected = [resolve(n).name for n in names] or None
+    wanted_detectors = [get_detector(n).name for n in names if n.strip().lower().startswith("efficientdet")]
+    wanted_variants = [resolve(n).name for n in names if not n.strip().lower().startswith("efficientdet")]
+    variants = wanted_variants or (None if not names else [])
+    detectors = wanted_detectors or (None if not names else [])
     quiet_tensorflow_import()
+    classifiers: list[dict] = []
+    found: list[dict] = []
     with Progress(transient=True) as progress:
-        task = progress.add_task("counting", total=len(selected or catalog.VARIANTS))
-        rows = catalog.model_rows(selected, progress=lambda n: progress.update(task, advance=1, description=f"building {n}"))
-    columns = [
-        ("variant", "variant"), ("family", "family"), ("resolution", "res"), ("width", "width"),
-        ("depth", "depth"), ("dropout", "dropout"), ("params", "params"), ("gmacs", "GMACs"), ("weights", "real weights"),
-    ]
-    report.print_table(rows, columns, title="EfficientNet family (MACs computed from the built model)")
+        if variants != []:
+            task = progress.add_task("counting", total=len(variants or catalog.VARIANTS))
+            classifiers = catalog.model_rows(variants, progress=lambda n: progress.update(task, advance=1, description=f"building {n}"))
+        if detectors != []:
+            task = progress.add_task("counting detectors", total=len(detectors or DETECTORS))
+            found = detector_catalog.detector_rows(detectors, progress=lambda n: progress.update(task, advance=1, description=f"building {n}"))
+    if classifiers:
+        report.print_table(classifiers, [
+            ("variant", "variant"), ("family", "family"), ("resolution", "res"), ("width", "width"),
+            ("depth", "depth"), ("dropout", "dropout"), ("params", "params"), ("gmacs", "GMACs"), ("weights", "real weights"),
+        ], title="EfficientNet family (MACs computed from the built model)")
+    if found:
+        report.print_table(found, [("detector", "detector"), ("backbone", "backbone"), ("resolution", "res"),
+                                   ("fpn_width", "BiFPN width"), ("fpn_depth", "BiFPN depth"), ("head_depth", "head depth"),
+                                   ("trainable_params", "params"), ("published_params", "published"),
+                                   ("params_vs_published", "vs published"), ("gmacs", "GMACs"), ("published_gflops", "published GFLOPs")],
+                           title="EfficientDet (90 classes; parameters counted from the built model, the paper counts trainable ones)")
+    rows = [{"task": "classify", **r} for r in classifiers] + [{"task": "detect", **r} for r in found]
     if json_path:
         report.write_json(json_path, rows)
 

@@ -81,7 +81,6 @@ def _detections_from_truth(coco, shift=0.0):
 
 
 def test_perfect_detections_score_one_and_shifted_less(small_set):
-    pytest.importorskip("pycocotools", reason="pyproject does not list pycocotools yet: pip install pycocotools")
     _, coco = small_set
     perfect = coco_scores(coco, to_coco_results(*_detections_from_truth(coco)))
     assert perfect["map"] == pytest.approx(1.0) and perfect["ap50"] == pytest.approx(1.0)

@@ -285,3 +285,21 @@ def test_postprocess_end_to_end_on_crafted_outputs():
     assert valid.tolist() == [2] and classes[0].tolist() == [1, 1, -1] and scores[0, 2] == 0
     with pytest.raises(ValueError, match="expected"):
         pp.apply(logits[:, :3], regressions[:, :3])
+
+
+def test_models_lists_detectors_beside_the_classifiers(tmp_path):
+    """`edgeeff models` shows detectors with their parameters against the paper's (cached counts)."""
+    import json
+
+    from conftest import run_cli
+
+    out = tmp_path / "m.json"
+    done = run_cli("models", "--variant", "efficientdet-d0", "--variant", "efficientdet-lite0", "--variant", "lite0", "--json", str(out),
+                   env={"EDGEEFF_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["task"], r.get("detector") or r.get("variant")) for r in rows] == [
+        ("classify", "lite0"), ("detect", "efficientdet-d0"), ("detect", "efficientdet-lite0")]
+    d0 = rows[1]
+    assert abs(d0["params_vs_published"]) < 0.01 and d0["trainable_params"] == 3_880_067
+    assert "EfficientDet" in done.stdout and "-0.5%" in done.stdout
