@@ -177,36 +177,11 @@ def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: s
             "runtime": last["runner"].get("runtime"),
             "versions": last.get("versions") or (device_info or {}).get("runtimes"),
             "cpu": last.get("cpu") or (device_info or {}).get("cpu"),
-            "executed_on": _executed_on(last["runner"], device),
-            "executed_precision": executed_precision(last["runner"]) or meta["precision"],
+            "executed_on": last["runner"].get("executed_on", device),  # each runner says where its work ran
+            "executed_precision": last["runner"].get("executed_precision") or meta["precision"],
         })
         rows.append(row)
     return add_speedups(rows)
-
-
-def _executed_on(runner: dict, device: str) -> str:
-    """Where the work really ran, in the runtime's own words."""
-    if runner.get("execution_devices"):
-        return ",".join(runner["execution_devices"])
-    if runner.get("nodes_by_provider"):
-        return ", ".join(f"{p.replace('ExecutionProvider', '')}:{n}" for p, n in runner["nodes_by_provider"].items())
-    if runner.get("providers"):
-        return runner["providers"][0].replace("ExecutionProvider", "")
-    placement = runner.get("placement") or {}
-    if placement.get("edgetpu_custom_ops"):
-        return f"edgetpu:{placement['edgetpu_custom_ops']} cpu:{placement['cpu_ops']}"
-    return runner.get("delegate", device).split(" ")[0]
-
-
-def executed_precision(runner: dict) -> str | None:
-    """One phrase for a bench row: "int8 (rest f32)", "int8 41/50 (rest f32)", or the hint."""
-    hint, layers = runner.get("inference_precision"), runner.get("layer_precisions") or {}
-    integer = sum(n for p, n in layers.items() if p in ("u8", "i8"))
-    if not integer:
-        return hint
-    total = sum(layers.values())
-    share = "" if integer == total else f" {integer}/{total}"
-    return f"int8{share} (rest {hint})" if hint else f"int8{share}"
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:

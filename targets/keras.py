@@ -86,6 +86,7 @@ class KerasRunner(ArrayRunner):
             "tensorflow": self._tf.__version__,
             "device": self.device,
             "execution_devices": [self._ran_on.rsplit("device:", 1)[-1]] if self._ran_on else [self.device.strip("/")],
+            "executed_on": self._ran_on.rsplit("device:", 1)[-1] if self._ran_on else self.device.strip("/"),
             "input": {"shape": [None, *self.model.input_shape[1:]], "dtype": "float32"},
             "output": {"shape": [None, *self.model.output_shape[1:]], "dtype": "float32"},
         }

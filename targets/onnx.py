@@ -353,6 +353,9 @@ class OnnxRunner(ArrayRunner):
         }
         if self.requested != ["CPUExecutionProvider"]:
             row["nodes_by_provider"] = self.node_placement()
+            row["executed_on"] = ", ".join(f"{p.replace('ExecutionProvider', '')}:{n}" for p, n in row["nodes_by_provider"].items())
+        else:
+            row["executed_on"] = row["providers"][0].replace("ExecutionProvider", "")
         return row
 
 

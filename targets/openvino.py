@@ -192,6 +192,17 @@ def _layer_precisions(compiled) -> dict:
     return counts
 
 
+def executed_precision(hint: str | None, layers: dict) -> str | None:
+    """One phrase for a bench row: "int8 (rest f32)", "int8 41/50 (rest f32)", or the hint: the
+    precision hint governs only the float ops, the layer counts say what the plugin really ran."""
+    integer = sum(n for p, n in layers.items() if p in ("u8", "i8"))
+    if not integer:
+        return hint
+    total = sum(layers.values())
+    share = "" if integer == total else f" {integer}/{total}"
+    return f"int8{share} (rest {hint})" if hint else f"int8{share}"
+
+
 class OpenVINORunner(ArrayRunner):
     """Compiles the IR for a static batch size (``batch``, and again for any other size a batch
     brings, cached): the IRs keep a dynamic batch axis, and the CPU plugin runs a dynamic shape
@@ -255,12 +266,17 @@ class OpenVINORunner(ArrayRunner):
         return np.array(raw, dtype=np.float32, copy=True)  # the output buffer is reused by the next infer
 
     def describe(self) -> dict:
+        devices = list(self.compiled.get_property("EXECUTION_DEVICES"))
+        hint = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        layers = _layer_precisions(self.compiled)
         return {
             "runtime": "openvino",
             "device": self.device,
-            "execution_devices": list(self.compiled.get_property("EXECUTION_DEVICES")),
-            "inference_precision": _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
-            "layer_precisions": _layer_precisions(self.compiled),
+            "execution_devices": devices,
+            "executed_on": ",".join(devices),
+            "inference_precision": hint,
+            "layer_precisions": layers,
+            "executed_precision": executed_precision(hint, layers),
             "input": {"name": self.compiled.inputs[0].get_any_name(), "shape": str(self._shape),
                       "compiled_for_batch": sorted(self._compiled_for)},
             "output": {"name": self.compiled.outputs[0].get_any_name(), "shape": str(self._out_shape)},

@@ -250,8 +250,11 @@ class TFLiteRunner(ArrayRunner):
             return {"name": d["name"], "shape": [int(v) for v in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name,
                     "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
 
-        return {"runtime": self.runtime, "delegate": self.delegate or "XNNPACK (default CPU delegate)",
-                "placement": self.op_placement(), "input": info(self.input), "output": info(self.output)}
+        placement = self.op_placement()
+        executed = (f"edgetpu:{placement['edgetpu_custom_ops']} cpu:{placement['cpu_ops']}" if placement["edgetpu_custom_ops"]
+                    else (self.delegate or "XNNPACK").split(" ")[0])
+        return {"runtime": self.runtime, "delegate": self.delegate or "XNNPACK (default CPU delegate)", "executed_on": executed,
+                "placement": placement, "input": info(self.input), "output": info(self.output)}
 
 
 def open_runner(path, threads, setting, precision, prefer, batch) -> ArrayRunner:

@@ -104,11 +104,10 @@ def test_int8_targets_calibrated_on_real_images(target, options, tmp_path, lists
     if target == "openvino-int8":  # the plugin really runs the quantized layers in 8 bits
         from pathlib import Path
 
-        from edgeeff.bench import executed_precision
         from edgeeff.targets.base import get_target, load_runner
 
         described = load_runner(get_target(target), Path(meta["path"]) / meta["artifact"]).describe()
-        assert executed_precision(described) == "int8 (rest f32)", described["layer_precisions"]
+        assert described["executed_precision"] == "int8 (rest f32)", described["layer_precisions"]
     if target == "tflite-int8":
         assert meta["conversion"]["fully_integer"] is True
         assert meta["io"]["input"]["dtype"] == "uint8"
