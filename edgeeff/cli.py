@@ -798,105 +798,34 @@ def calibrate_sweep(variant, weights, target, calibration, images, counts, metho
 def evaluate(artifact, variant, weights, images, reference, preprocessing, labels_path, limit, batch, threads, show, device_name,
              devices_file, accept_new_host_key, compare_local, json_path) -> None:
     """Top-1/top-5 of an artifact, a model file (.tflite/.onnx/.xml/.keras) or a Keras variant, and its agreement with fp32."""
-    import tempfile
-
-    from rich.console import Console
-    from rich.progress import Progress
-
     from edgeeff import report
-    from edgeeff.data.images import Sample, bundled_photos, list_samples
-    from edgeeff.devices.registry import get_device
-    from edgeeff.evaluate import score_pair
+    from edgeeff.accuracy import AccuracyJob, run_accuracy
     from edgeeff.data.labels import imagenet_classes
-    from edgeeff.predict import read_labels
-    from edgeeff.data.preprocess import PreprocessCard
+    from edgeeff.devices.registry import get_device
 
     if (artifact is None) == (variant is None):
         raise EdgeeffError("give an artifact folder, a model file or --variant (one of them)")
     check_report_paths(json_path)
     device = get_device(device_name, devices_file)
     device.check()
-    if variant is not None and device.name != "cpu":
-        raise EdgeeffError("--device applies to converted artifacts; a Keras --variant runs here")
-    refusal = device.connect(accept_new_host_key).compare_local_refusal() if compare_local else None
-    if refusal:
-        raise EdgeeffError(refusal)
-    if variant is not None and preprocessing is not None:
-        raise EdgeeffError("--preprocessing is for a bare model file; a --variant brings its weights' own card")
-    names = read_labels(labels_path) if labels_path else None
-    samples = list_samples(images) if images is not None else [Sample(p, None) for p in bundled_photos()]
-    samples = samples[:limit] if limit else samples
-    source = {"images": str(Path(images).resolve()) if images is not None else "embedded photos (edgeeff/data/assets/photos)",
-              "image_count": len(samples)}
-    runner, local_runner, paired = None, None, None
-    scratch = tempfile.TemporaryDirectory(prefix="edgeeff-model-")
-    try:
-        if artifact is not None:
-            from edgeeff.artifact import read_metadata, reference_model, resolve_artifact
-            from edgeeff.fsio import sha256_of
+    job = AccuracyJob(artifact=artifact, variant=variant, weights=weights, images=images, reference=reference,
+                      preprocessing=preprocessing, labels_path=labels_path, limit=limit, batch=batch, threads=threads,
+                      compare_local=compare_local, accept_new_host_key=accept_new_host_key)
+    job.check(device)
+    if variant is not None:
+        from edgeeff.model.variants import resolve
 
-            folder = resolve_artifact(artifact, Path(scratch.name), preprocessing)
-            meta = read_metadata(folder)
-            quiet_tensorflow_import()
-            runner = device.runner(folder, meta, threads, accept_new_host_key)
-            name = f"{meta['variant'] or Path(artifact).name} {meta['target']}" + (f" on {device.name}" if device.name != "cpu" else "")
-            predict = runner.predict
-            if compare_local:
-                from edgeeff.devices.registry import LOCAL_DEVICES
-                from edgeeff.evaluate import PairedOutputs
-
-                local_runner = LOCAL_DEVICES["cpu"].runner(folder, meta, threads)
-                predict = paired = PairedOutputs(runner.predict, local_runner.predict)
-            resolution, card = meta["preprocessing"]["resolution"], PreprocessCard.from_dict(meta["preprocessing"])
-            ref_model = reference_model(meta) if reference == "keras" else None
-            model_file = folder / meta["artifact"]
-            source.update(artifact=str(Path(artifact).resolve()), artifact_sha256=sha256_of(model_file), target=meta["target"],
-                          weights=report.weights_text(meta["weights"]["label"]),
-                          assumed=(meta.get("imported") or {}).get("assumed", []))
-        else:
-            from edgeeff.model.variants import resolve
-
-            v = resolve(variant)
-            weights = chosen_weights(v, weights)
-            quiet_tensorflow_import()
-            from edgeeff.api import build
-
-            model = build(v, weights=weights, classifier_activation=None)
-            name = f"{v.name} keras ({report.weights_text(model.edgeeff_weights.label)})"
-            predict = lambda x: model.predict(x, verbose=0)  # noqa: E731
-            resolution, card, ref_model = v.resolution, model.edgeeff_weights.preprocessing, None
-            source.update(variant=v.name, weights=report.weights_text(model.edgeeff_weights.label))
-        ref = (lambda x: ref_model.predict(x, verbose=0)) if ref_model is not None else None
-        with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(f"evaluating {name}", total=len(samples))
-            result = score_pair(predict, ref, samples, resolution, card, batch, progress=lambda n: bar.update(task, advance=n))
-    finally:
-        for opened in (runner, local_runner):
-            if hasattr(opened, "close"):
-                opened.close()
-        scratch.cleanup()
-    row = {"model": name, "images": result["images"], "unreadable": result["unreadable"], "top1_ties": result["top1_ties"],
-           **device.marks}
-    if artifact is not None:
-        from edgeeff.devices.cpu import recipe_note
-
-        profile = device.cpu_profile()
-        row.update(cpu_profile=profile.name if profile else None, converted_for=(meta.get("cpu_profile") or {}).get("name"))
-        note = recipe_note(meta, profile)
-        if note:
-            row["note"] = note
-            click.echo(f"edgeeff: warning: {meta['target']} on {device.name}: {note}", err=True)
-    for key in ("top1", "top1_ci95", "top5", "reference_top1", "top1_agreement", "mean_cosine", "mean_kl"):
-        if key in result:
-            row[key] = [float(v) for v in result[key]] if key == "top1_ci95" else result[key]
+        job.weights = chosen_weights(resolve(variant), weights)
+    done = run_accuracy(job, device, before_loading=quiet_tensorflow_import)
+    row, result, source, local, names, meta = done.row, done.result, done.source, done.local, done.names, done.meta
+    if row.get("note"):
+        click.echo(f"edgeeff: warning: {meta['target']} on {device.name}: {row['note']}", err=True)
     columns = [(k, h) for k, h in (("model", "model"), ("images", "images"), ("top1", "top-1"), ("top1_ci95", "top-1 95% CI"),
                                    ("top5", "top-5"), ("reference_top1", "fp32 top-1"), ("top1_agreement", "agreement"),
                                    ("mean_cosine", "cosine"), ("mean_kl", "KL"), ("top1_ties", "tied top-1"),
                                    ("cpu_profile", "int8 profile here"), ("converted_for", "converted for"),
                                    ("unreadable", "unreadable")) if k in row]
-    local = paired.summary(result["files"]) if paired is not None else None
     if local is not None:
-        row.update(local_agreement=local["top1_agreement"], local_identical=local["identical_outputs"], local_cosine=local["mean_cosine"])
         columns += [("local_agreement", "agrees with this CPU"), ("local_identical", "identical outputs")]
     if device.emulated:
         columns.insert(1, ("emulated", "emulated"))
@@ -918,11 +847,10 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
                            title=f"{len(local['disagreements'])} disagreement(s) between {device.name} and this machine's CPU (same artifact)")
     if json_path:
         per_image = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}
-        extra = {"compare_local": {**local, "local_runner": local_runner.describe()}} if local is not None else {}
+        extra = {"compare_local": {**local, "local_runner": done.local_runner}} if local is not None else {}
         if device.caveat:
             extra["caveat"] = device.caveat
-        report.write_json(json_path, [row], inputs=source, details=per_image, runner=runner.describe() if runner is not None else None,
-                          **extra)
+        report.write_json(json_path, [row], inputs=source, details=per_image, runner=done.runner, **extra)
 
 
 @main.command()
