@@ -289,8 +289,12 @@ def device_title(device, info: dict) -> str:
 
 
 def quiet_tensorflow_import_if_keras(folder: Path) -> None:
-    """A .keras model runs under TensorFlow: start it muted, as the commands that build models do."""
-    if (folder / "edgeeff.json").is_file() and json.loads((folder / "edgeeff.json").read_text()).get("backend") == "keras":
+    """A target whose runner starts TensorFlow (a .keras model): start it muted, as the commands that build models do."""
+    from edgeeff.targets.base import TARGETS
+
+    meta = json.loads((folder / "edgeeff.json").read_text()) if (folder / "edgeeff.json").is_file() else {}
+    spec = TARGETS.get(meta.get("target", ""))
+    if spec is not None and spec.runs_on_tensorflow:
         quiet_tensorflow_import()
 
 

@@ -87,6 +87,7 @@ class TargetSpec:
     # so an artifact cached from an older graph is converted again (None: never changed).
     graph_revision: int | None = None
     sweep_option: str | None = None  # the option whose values the calibration sweep tries (None: one method)
+    runs_on_tensorflow: bool = False  # its runner starts TensorFlow (the CLI mutes TensorFlow's start-up for it)
 
     @property
     def module_name(self) -> str:
@@ -141,7 +142,7 @@ ONNX_GRAPH_REVISION = 2
 TARGETS: dict[str, TargetSpec] = {
     t.name: t
     for t in (
-        TargetSpec("keras-fp32", "keras", "fp32", ".keras", _KERAS, "all"),
+        TargetSpec("keras-fp32", "keras", "fp32", ".keras", _KERAS, "all", runs_on_tensorflow=True),
         TargetSpec("tflite-fp32", "tflite", "fp32", ".tflite", _TFLITE, "tflite", needs_saved_model=True),
         TargetSpec("tflite-fp16", "tflite", "fp16", ".tflite", _TFLITE, "tflite", needs_saved_model=True),
         TargetSpec("tflite-dynamic", "tflite", "dynamic", ".tflite", _TFLITE, "tflite", needs_saved_model=True),
