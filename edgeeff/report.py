@@ -32,7 +32,8 @@ RANDOM_WEIGHTS = "random weights"
 
 
 def percent(value: float) -> str:
-    return f"{value * 100:.1f}%"
+    text = f"{value * 100:.1f}"
+    return ("0.0" if text == "-0.0" else text) + "%"  # a tiny negative rounds to zero, not to "-0.0"
 
 
 def weights_text(label: str | None) -> str:
