@@ -24,7 +24,7 @@ from edgeeff.model.postprocess import (
 )
 from edgeeff.model.variants import VARIANTS
 
-SLOW = {"efficientdet-d5", "efficientdet-d6", "efficientdet-d7"}
+SLOW = {n for n in DETECTORS if n not in ("efficientdet-d0", "efficientdet-lite0")}  # the quick tier builds two; the slow tier all 13
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +287,7 @@ def test_postprocess_end_to_end_on_crafted_outputs():
         pp.apply(logits[:, :3], regressions[:, :3])
 
 
+@pytest.mark.slow
 def test_models_lists_detectors_beside_the_classifiers(tmp_path):
     """`edgeeff models` shows detectors with their parameters against the paper's (cached counts)."""
     import json
