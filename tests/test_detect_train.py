@@ -163,6 +163,29 @@ def test_split_is_seeded_disjoint_and_complete(tiny_set):
     assert ids(split_images(data.images, 0.25, seed=1)[1]) != ids(held)
 
 
+def test_batch_norm_statistics_are_re_estimated_as_a_plain_average(tiny_set):
+    """The moving mean becomes the average of the batch means (here: of all images, equal batches),
+    the moving variance the average of the batch variances; a frozen norm and the momenta stay."""
+    import keras
+
+    from edgeeff.train.detect_loop import image_batches, read_coco, recompute_batch_norm
+
+    images = list(read_coco(tiny_set).images)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    features = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    frozen = keras.layers.BatchNormalization(name="frozen")
+    frozen.trainable = False
+    model = keras.Model(inputs, [keras.layers.BatchNormalization(name="bn")(features), frozen(features)])
+    conv = keras.Model(inputs, features)
+    batches = [np.asarray(conv(x)).reshape(-1, 4) for x in image_batches(images, SIZE, 4)]
+    assert recompute_batch_norm(model, images, SIZE, batch=4) == 16
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), np.mean([b.mean(0) for b in batches], axis=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(bn.moving_variance), np.mean([b.var(0) for b in batches], axis=0), rtol=1e-3)
+    assert bn.momentum == frozen.momentum == 0.99
+    assert not np.asarray(frozen.moving_mean).any() and (np.asarray(frozen.moving_variance) == 1).all()
+
+
 @pytest.mark.slow
 def test_two_epochs_interrupted_resumed_and_scored(tiny_set, tmp_path, monkeypatch):
     """Lite0 at 128 px, random weights, backbone frozen: epoch 1, a simulated interruption, resume for
@@ -185,6 +208,7 @@ def test_two_epochs_interrupted_resumed_and_scored(tiny_set, tmp_path, monkeypat
 
     card = train_detector("efficientdet-lite0", None, None, run, resume=True)
     assert card["epochs"] == 2 and card["held_out_images"] == 3 and card["train_images"] == 13
+    assert card["batch_norm_recomputed_on"] == 13 and card["started_from"] == "none" and card["frozen_layers"] > 50
     for key in ("map", "ap50", "ap75"):
         assert 0.0 <= card[key] <= 1.0, card
     assert card["map"] <= card["ap50"]
