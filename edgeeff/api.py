@@ -65,6 +65,9 @@ def _run_classes(path: Path, variant: Variant) -> tuple[str, ...] | None:
     if not (path.is_dir() and card.is_file()):
         return None
     run = json.loads(card.read_text())
+    if "variant" not in run:  # a detector's run (edgeeff train-detect) holds no classifier
+        raise WeightsError(f"{path} is a {run.get('detector', 'non-classifier')} training run, not a classifier's; "
+                           "pass a classifier run directory or weights file")
     trained = resolve(run["variant"])
     if (trained.member, trained.width, trained.depth) != (variant.member, variant.width, variant.depth):
         raise WeightsError(f"{path} was trained as {run['variant']!r}, not {variant.name!r}; use --variant {run['convert_variant']!r}")

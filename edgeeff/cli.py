@@ -1126,5 +1126,42 @@ def split(source: Path, fraction: float, seed: int, first_path: str, second_path
     click.echo(f"{len(a)} -> {first_path}, {len(b)} -> {second_path}")
 
 
+@main.command(name="detection-set")
+@click.argument("images", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for train/ and held-out/.")
+@click.option("--train", "train_count", default=320, show_default=True, type=click.IntRange(1), help="Composed training images.")
+@click.option("--held-out", "held_count", default=64, show_default=True, type=click.IntRange(1), help="Composed held-out images.")
+@click.option("--size", default=320, show_default=True, type=click.IntRange(16), help="Side of each composed image (px).")
+@click.option("--seed", default=0, show_default=True, help="Seeds the photo split and every placement: same seed, same bytes.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows as JSON.")
+def detection_set(images: Path, out: Path, train_count: int, held_count: int, size: int, seed: int, json_path: str | None) -> None:
+    """Compose a COCO-format detection set from labelled photos (synset-named files or label<TAB>path
+    lists): photos pasted at seeded scales and places onto other photos, exact boxes, coarse classes;
+    the held-out set uses photos the training set never shows."""
+    from edgeeff import report
+    from edgeeff.data.detection import SceneOptions, generate_split
+
+    check_report_paths(json_path)
+    written = generate_split(images, out, train_count, held_count, seed, options=SceneOptions(size=size))
+    rows = []
+    for split_name, path in written.items():
+        coco = json.loads(Path(path).read_text())
+        rows.append({"split": split_name, "images": len(coco["images"]), "objects": len(coco["annotations"]), "annotations": str(path)})
+    report.print_table(rows, [("split", "split"), ("images", "images"), ("objects", "objects"), ("annotations", "annotations")],
+                       title=f"Detection set (seed {seed}, {size} px)")
+    if json_path:
+        report.write_json(json_path, rows, source=str(images), seed=seed, size=size)
+
+
+def _register_detection_commands() -> None:
+    """Detection training lives beside classification training (edgeeff.train.detect_cli)."""
+    from edgeeff.train.detect_cli import train_detect
+
+    main.add_command(train_detect)
+
+
+_register_detection_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -13,6 +13,8 @@ from edgeeff.data.labels import label_from_filename
 from edgeeff.data.preprocess import load_rgb
 from edgeeff.detection_metrics import coco_scores, to_coco_results
 
+REPO_PHOTOS = __import__('pathlib').Path(__file__).resolve().parents[1] / "edgeeff" / "data" / "assets" / "photos"
+
 OPTIONS = SceneOptions(size=128, max_objects=3, min_side=0.2, max_side=0.45)
 
 
@@ -97,3 +99,34 @@ def test_results_scale_back_to_the_annotated_image():
     ids, boxes = [7], np.array([[[10.0, 20.0, 30.0, 60.0]]])
     (result,) = to_coco_results(ids, boxes, np.array([[0.5]]), np.array([[2]]), np.array([1]), scale=2.0)
     assert result == {"image_id": 7, "category_id": 3, "bbox": [40.0, 20.0, 80.0, 40.0], "score": 0.5}
+
+
+def test_detection_set_command_holds_out_unseen_photos(tmp_path):
+    """`edgeeff detection-set`: a training and a held-out set from disjoint photos, reproducible by
+    seed; unlabelled photos are refused in one line."""
+    from conftest import SAMPLE, run_cli
+
+    if not SAMPLE.is_dir():
+        pytest.fail(f"needs the shared sample at {SAMPLE}")
+    args = ["detection-set", str(SAMPLE / "images"), "--train", "5", "--held-out", "3", "--size", "96"]
+    done = run_cli(*args, "--out", str(tmp_path / "a"), "--json", str(tmp_path / "a.json"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["split"]: r for r in json.loads((tmp_path / "a.json").read_text())["rows"]}
+    assert rows["train"]["images"] == 5 and rows["held-out"]["images"] == 3
+    train, held = (json.loads((tmp_path / "a" / s / "annotations.json").read_text()) for s in ("train", "held-out"))
+    assert {a["category_id"] for a in train["annotations"] + held["annotations"]} <= {c["id"] for c in train["categories"]}
+    again = run_cli(*args, "--out", str(tmp_path / "b"))
+    assert again.returncode == 0
+    for split_name in ("train", "held-out"):
+        first = sorted((tmp_path / "a" / split_name / "images").iterdir())
+        second = sorted((tmp_path / "b" / split_name / "images").iterdir())
+        assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    from edgeeff.data.images import list_samples, split
+
+    held_photos, _ = split(list_samples(SAMPLE / "images"), 0.2, 0)
+    held_names = {s.path.name for s in held_photos}
+    assert {a["source"] for a in held["annotations"]} <= held_names  # every held-out object is a held-out photo
+    assert not {a["source"] for a in train["annotations"]} & held_names  # and no training scene shows one
+    refused = run_cli("detection-set", str(REPO_PHOTOS), "--out", str(tmp_path / "c"))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "labelled" in refused.stderr
+    assert not (tmp_path / "c").exists()

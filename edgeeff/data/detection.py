@@ -134,3 +134,17 @@ def generate(source, out_dir: str | Path, count: int, seed: int = 0, options: Sc
         "categories": [{"id": i, "name": name} for i, (name, _) in enumerate(COARSE_GROUPS, start=1)],
     }
     return fsio.write_text(out_dir / ANNOTATIONS, json.dumps(coco, indent=1))
+
+
+def generate_split(source, out_dir: str | Path, train_count: int, held_out_count: int, seed: int = 0,
+                   held_out_fraction: float = 0.2, options: SceneOptions | None = None) -> dict[str, Path]:
+    """A training set and a held-out set whose photos are disjoint (a seeded split of ``source``
+    by file name, ``edgeeff.data.images.split``), so held-out scenes show only unseen photos.
+    Returns the two annotation files (``train/annotations.json``, ``held-out/annotations.json``)."""
+    from edgeeff.data.images import split
+
+    samples = [s for s in (list_samples(source) if isinstance(source, (str, Path)) else list(source)) if s.label is not None]
+    held, train = split(samples, held_out_fraction, seed)
+    out_dir = Path(out_dir)
+    return {"train": generate(train, out_dir / "train", train_count, seed, options),
+            "held-out": generate(held, out_dir / "held-out", held_out_count, seed + 1, options)}
