@@ -78,7 +78,8 @@ def test_a_toy_target_registered_by_entry_point_runs_through_the_cli(tmp_path, t
     assert "toy-keras" in rows and "keras-fp32" in rows
 
     out = tmp_path / "artifacts"
-    converted = run_cli("convert", "--variant", "lite0", "--weights", "none", "--target", "toy-keras", "--out", str(out), env=toy_env)
+    converted = run_cli("convert", "--variant", "lite0:width=0.25,depth=0.25,resolution=64", "--weights", "none", "--target", "toy-keras",
+                        "--out", str(out), env=toy_env)
     assert converted.returncode == 0, converted.stderr[-2000:]
     folder = next(p.parent for p in out.rglob("edgeeff.json"))
     meta = json.loads((folder / "edgeeff.json").read_text())
