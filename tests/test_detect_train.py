@@ -129,8 +129,7 @@ def tiny_set(tmp_path_factory):
 def test_bad_inputs_fail_in_one_line_before_training(tiny_set, tmp_path):
     from click.testing import CliRunner
 
-    from edgeeff.cli import Group
-    from edgeeff.train.detect_cli import train_detect
+    from edgeeff.cli import Group, train_detect
     from edgeeff.train.detect_loop import DetectTrainError, DetectTrainConfig, prepare_detect_run
 
     with pytest.raises(DetectTrainError, match="not found"):
