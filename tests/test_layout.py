@@ -41,6 +41,8 @@ def test_the_arrows_that_must_never_exist():
         assert not any(f'"{backend}"' in text for backend in ("tflite", "onnx", "openvino", "keras")), name
     package = [p for folder in ("edgeeff", "targets", "calibration") for p in (ROOT / folder).rglob("*.py")]
     assert not [p for p in package if any(m.split(".")[0] == "benchmarks" for m in modules(p))]
+    below_cli = [p for p in package if p.name != "cli.py"]
+    assert not [p.relative_to(ROOT) for p in below_cli if "edgeeff.cli" in modules(p)]  # the CLI sits on top
 
 
 def test_the_device_kit_imports_only_what_it_ships():
