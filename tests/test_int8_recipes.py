@@ -63,6 +63,7 @@ def test_ties_at_the_top_go_to_the_lowest_class_everywhere():
     assert top1_ties(logits) == 2
 
 
+@pytest.mark.slow  # two real conversions (about 30 s): the full suite runs it
 def test_convert_uses_the_recipe_of_the_cpu_it_is_for(tmp_path):
     """Real onnx-int8 conversions of a tiny model, one per CPU profile: the artifact records the profile
     and carries that profile's recipe; a user's own option wins over the recipe."""
@@ -83,6 +84,7 @@ def test_convert_uses_the_recipe_of_the_cpu_it_is_for(tmp_path):
     assert json.loads(own.stdout)["metadata"]["options"]["quant_types"] == "u8s8-reduced"
 
 
+@pytest.mark.slow  # a real conversion (about 15 s)
 def test_convert_for_a_device_reads_the_profile_devices_check_recorded(tmp_path):
     devices = tmp_path / "devices.toml"
     devices.write_text('[devices.pi5]\nhost = "pi5.local"\ncpu = "arm64-dotprod"\n\n[devices.fresh]\nhost = "new.local"\n')
