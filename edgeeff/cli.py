@@ -535,8 +535,35 @@ def devices_emulate(board: str, name: str | None, stop: bool, cpu: str | None, c
                           port=result["port"], qemu_cpu=result["qemu_cpu"], timings=t, wheels=result["wheels"], caveat=device.caveat)
 
 
+def render_detector_conversion(meta: dict, out, json_path) -> None:
+    """The validation table of a detector artifact: raw outputs, then boxes after post-processing."""
+    from edgeeff import report
+
+    val, boxes = meta["validation"], meta["validation"]["boxes"]
+    row = {
+        "target": meta["target"], "variant": meta["variant"], "weights": report.weights_text(meta["weights"]["label"]),
+        "size_mb": round(meta["size_bytes"] / 1e6, 2), "seconds": meta["conversion_seconds"], "images": boxes["images"],
+        "class_logit_cosine": val["class_logit_cosine"], "max_rel_diff": val["max_rel_diff"],
+        "reference_boxes": boxes["reference_boxes"], "matched": boxes["matched"], "matched_iou_mean": boxes["matched_iou_mean"],
+        "score_diff_mean": boxes["score_diff_mean"], "map_vs_reference": boxes["map_vs_reference"],
+        "reused": bool(meta.get("reused")), "fully_integer": meta["conversion"].get("fully_integer"),
+        "path": meta.get("path", str(Path(out))),
+    }
+    labels = [("target", "target"), ("variant", "detector"), ("weights", "weights"), ("size_mb", "size (MB)"),
+              ("seconds", "conversion (s)"), ("fully_integer", "full integer"), ("images", "validation images"),
+              ("class_logit_cosine", "mean cosine of class logits"), ("max_rel_diff", "max relative output difference"),
+              ("reference_boxes", "confident Keras boxes"), ("matched", "found again (same class, IoU >= 0.5)"),
+              ("matched_iou_mean", "mean IoU of those"), ("score_diff_mean", "mean score difference"),
+              ("map_vs_reference", "mAP against Keras's boxes"), ("reused", "reused existing artifact")]
+    summary = [{"field": label, "value": report.fmt(row[key], key, row)} for key, label in labels if row.get(key) is not None]
+    report.print_table(summary, [("field", "field"), ("value", "value")], title="Validation against the Keras detector")
+    report.echo(f"artifact: {row['path']}")
+    if json_path:
+        report.write_json(json_path, [row], metadata=meta)
+
+
 @main.command()
-@click.option("--variant", default="lite0", show_default=True, help="Variant name or phi=X (overrides: NAME:resolution=R).")
+@click.option("--variant", default="lite0", show_default=True, help="Variant name or phi=X (overrides: NAME:resolution=R), or a detector (efficientdet-lite0; see edgeeff models).")
 @click.option("--target", "target", default="tflite-int8", show_default=True, help="See `edgeeff targets`.")
 @click.option("--weights", default=None, help="imagenet, a card name, a file, or none. Default: the variant's first real weights, else none.")
 @click.option("--out", type=click.Path(file_okay=False), default="edgeeff-out", show_default=True, help="Folder for artifacts.")
@@ -569,9 +596,12 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
 
     from edgeeff.targets.base import check_options, get_target
 
+    from edgeeff.model.detectors import is_detector
+
     console = Console(stderr=True)
     check_report_paths(json_path)
-    v = resolve(variant)
+    detector = is_detector(variant)
+    v = None if detector else resolve(variant)
     spec = get_target(target)
     options = chosen_options(quantizer)
     check_options(spec, options)
@@ -590,7 +620,9 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
         raise EdgeeffError("--max-drop/--min-agreement need --images: the evaluation images the budget is measured on")
     if max_drop is not None and max_drop < 0:
         raise EdgeeffError("--max-drop must be >= 0 (top-1 points)")
-    weights = chosen_weights(v, weights)
+    if detector and (budgeted or float_blocks):
+        raise EdgeeffError(f"{variant}: --float-blocks and the accuracy budget apply to classifiers for now; a detector converts whole")
+    weights = weights if detector else chosen_weights(v, weights)
     quiet_tensorflow_import()
     with step_progress(console) as say:
         if budgeted:
@@ -607,6 +639,9 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
             console.print(f"[yellow]warning:[/] {warning}")
     for note in meta["validation"].get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
+    if detector:
+        render_detector_conversion(meta, out, json_path)
+        return
     if meta["weights"]["label"] == "none":
         console.print("[yellow]warning:[/] random weights (--weights none): this model is untrained; its agreement with Keras "
                       "says the conversion is faithful, not that it classifies anything")

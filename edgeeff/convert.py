@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -48,11 +48,11 @@ AGREEMENT_GATE_MIN_IMAGES = 50  # ...gated only from this many images: below it 
 MIN_COSINE = 0.90
 
 
-def _content_key(variant, weights_label: str, weights_sha: str, spec: TargetSpec, options: dict, calib: dict | None) -> str:
+def _content_key(row: dict, weights_label: str, weights_sha: str, spec: TargetSpec, options: dict, calib: dict | None) -> str:
     from edgeeff.targets.base import versions
 
     payload = {
-        "variant": asdict(variant),
+        "variant": row,
         "weights": [weights_label, weights_sha],
         "target": spec.name,
         "options": options,
@@ -148,6 +148,65 @@ def validate(runner, model, spec: TargetSpec, samples: Sequence[Sample], resolut
     return figures
 
 
+@dataclass
+class Subject:
+    """What one conversion exports and what it is checked against: built once per kind of model
+    (:func:`classifier_subject` here, :func:`edgeeff.detect.detector_subject` for detectors), so
+    the staging, calibration, content key and publishing below serve both."""
+
+    name: str  # the metadata's "variant" and the artifact folder's stem
+    row: dict  # the architecture's row (part of the content key)
+    export_model: object  # the Keras graph handed to the exporter
+    resolution: int
+    card: object  # PreprocessCard: geometry of calibration and validation images
+    weights_label: str
+    weights_sha: str
+    weights_card: dict | None
+    output: str  # what the artifact's one output holds
+    validate: Callable  # (runner, spec, samples) -> figures with "failures"
+    metadata: dict = field(default_factory=dict)  # kind-specific keys of edgeeff.json (task, post-processing)
+
+
+def classifier_subject(variant: str, weights: str | None, say: Progress) -> Subject:
+    """A classifier variant with its weights (``None``: the variant's real ones; ``"none"``: random)."""
+    from edgeeff.api import build
+    from edgeeff.model.variants import resolve
+
+    v = resolve(variant)
+    if weights is None:  # the variant's real weights, as on the command line; random ones only as "none"
+        from edgeeff.weights.cards import default_weights_name
+
+        weights = default_weights_name(v)
+    say(f"building {v.name}")
+    model = build(v, weights=weights, classifier_activation=None)
+    choice = model.edgeeff_weights
+    card = choice.preprocessing
+    if choice.path is not None:  # a file, or a training run directory's weights file: retraining changes the key
+        weights_sha = sha256_of(weights_file(Path(choice.path)))
+    else:
+        weights_sha = (choice.card.sha256 or choice.card.file_hash) if choice.card else ""
+    # random initial weights are seeded by build(), so they too are fixed by the label
+    reference_key = (v.name, choice.label, weights_sha, json.dumps(card.to_dict(), sort_keys=True))
+
+    def check(runner, spec, samples):
+        return validate(runner, model, spec, samples, v.resolution, card, trained=choice.label != "none", reference_key=reference_key)
+
+    return Subject(v.name, asdict(v), model, v.resolution, card, choice.label, weights_sha,
+                   choice.card.to_dict() if choice.card else None, OUTPUT, check)
+
+
+def subject_kind(variant: str) -> Callable[[str, str | None, Progress], Subject]:
+    """The subject builder for a model name: detectors by their full name (``efficientdet-lite0``),
+    every other name a classifier variant."""
+    from edgeeff.model.detectors import is_detector
+
+    if is_detector(variant):
+        from edgeeff.detect import detector_subject
+
+        return detector_subject
+    return classifier_subject
+
+
 def convert(
     variant: str,
     target: str,
@@ -176,9 +235,6 @@ def convert(
     name or :class:`edgeeff.devices.cpu.CpuProfile`; default this machine's), which picks the int8 recipe
     (``edgeeff.quant.recipes``) for every option the caller leaves unset.
     """
-    from edgeeff.api import build
-    from edgeeff.model.variants import resolve
-
     say = progress or (lambda _step, _done=None, _total=None: None)
     spec = get_target(target)
     options = dict(options or {})
@@ -190,25 +246,14 @@ def convert(
     if calibration is not None and not spec.needs_calibration:
         raise EdgeeffError(f"--calibration does not apply to {spec.name}: it needs no calibration")
     spec.require()
-    v = resolve(variant)
-    if weights is None:  # the variant's real weights, as on the command line; random ones only as "none"
-        from edgeeff.weights.cards import default_weights_name
-
-        weights = default_weights_name(v)
+    prepare = subject_kind(variant)
     eval_samples = list_samples(images) if images is not None else []
     out_root = Path(out) if out is not None else Path("edgeeff-out")
-    dest = out_root / f"{v.name.replace(':', '_').replace('=', '').replace(',', '_')}-{spec.name}"
-
     check_writable(out_root)  # before minutes of work, not after
 
-    say(f"building {v.name}")
-    model = build(v, weights=weights, classifier_activation=None)
-    choice = model.edgeeff_weights
-    card = choice.preprocessing
-    if choice.path is not None:  # a file, or a training run directory's weights file: retraining changes the key
-        weights_sha = sha256_of(weights_file(Path(choice.path)))
-    else:
-        weights_sha = (choice.card.sha256 or choice.card.file_hash) if choice.card else ""
+    subject = prepare(variant, weights, say)
+    dest = out_root / f"{subject.name.replace(':', '_').replace('=', '').replace(',', '_')}-{spec.name}"
+    card, resolution = subject.card, subject.resolution
 
     calib = None
     calib_manifest = None
@@ -223,15 +268,15 @@ def convert(
             from edgeeff.data.images import embedded_split
 
             calib_part, eval_samples = embedded_split()
-            calib = from_samples(calib_part, EMBEDDED_ORIGIN, v.resolution, card, calibration_count, seed, exclude=eval_samples,
+            calib = from_samples(calib_part, EMBEDDED_ORIGIN, resolution, card, calibration_count, seed, exclude=eval_samples,
                                  views=calibration_views, default_count=default_count)
         else:
-            calib = from_images(calibration, v.resolution, card, calibration_count, seed, exclude=eval_samples,
+            calib = from_images(calibration, resolution, card, calibration_count, seed, exclude=eval_samples,
                                 views=calibration_views, default_count=default_count)
         calib.arrays(progress=lambda done, total: say("decoding calibration images", done, total))
         calib_manifest = calib.manifest()
 
-    key = _content_key(v, choice.label, weights_sha, spec, options, calib_manifest)
+    key = _content_key(subject.row, subject.weights_label, subject.weights_sha, spec, options, calib_manifest)
     meta_path = dest / "edgeeff.json"
     if meta_path.is_file() and not force:
         try:
@@ -251,10 +296,10 @@ def convert(
         if spec.needs_saved_model:
             say("exporting SavedModel")
             saved_model = staging / "saved_model"
-            export_saved_model(model, saved_model)
+            export_saved_model(subject.export_model, saved_model)
         artifact = staging / f"model{spec.suffix}"
         say(f"converting to {spec.name}")
-        details = module.export(model, spec, artifact, calib, options, saved_model=saved_model,
+        details = module.export(subject.export_model, spec, artifact, calib, options, saved_model=saved_model,
                                 progress=lambda done, total: say("calibrating", done, total))
         wall = time.perf_counter() - start
         if saved_model is not None:
@@ -264,19 +309,18 @@ def convert(
         # before compilation; the compiled file is checked on the device (`edgeeff eval --device`).
         runner = load_runner(spec, staging / details.get("cpu_twin", artifact.name), threads=None)
         vsamples = eval_samples or validation_samples(None, calib.samples if calib else ())
-        figures = validate(runner, model, spec, vsamples, v.resolution, card, trained=choice.label != "none",
-                           # random initial weights are seeded by build(), so they too are fixed by the label
-                           reference_key=(v.name, choice.label, weights_sha, json.dumps(card.to_dict(), sort_keys=True)))
+        figures = subject.validate(runner, spec, vsamples)
         leaked = details.get("unexpected_float_ops") if spec.precision == "int8" else None
         if leaked:
             figures["failures"].append(f"{len(leaked)} op(s) left in float: {', '.join(leaked[:3])}")
         files = sorted(p for p in staging.iterdir() if p.is_file())
         meta = {
             "content_key": key,
-            "variant": v.name,
-            "variant_row": asdict(v),
-            "weights": {"label": choice.label, "sha256": weights_sha, "card": choice.card.to_dict() if choice.card else None},
-            "preprocessing": {"resolution": v.resolution, **card.to_dict(), "input": "RGB 0-255, NHWC"},
+            "variant": subject.name,
+            "variant_row": subject.row,
+            **subject.metadata,
+            "weights": {"label": subject.weights_label, "sha256": subject.weights_sha, "card": subject.weights_card},
+            "preprocessing": {"resolution": resolution, **card.to_dict(), "input": "RGB 0-255, NHWC"},
             "target": spec.name,
             "backend": spec.backend,
             "precision": spec.precision,
@@ -284,7 +328,7 @@ def convert(
             "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files},
             "size_bytes": sum(p.stat().st_size for p in files),
             "io": runner.describe(),
-            "output": OUTPUT,
+            "output": subject.output,
             "options": {k: v for k, v in options.items() if v is not None},
             "cpu_profile": {"name": profile.name, "int8_dot": profile.int8_dot, "description": profile.description},
             "recipe": recipe.to_dict() if recipe is not None else None,

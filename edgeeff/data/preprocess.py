@@ -16,6 +16,7 @@ import numpy as np
 from edgeeff.errors import ImageError
 
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+_FITS = ("crop", "letterbox")
 
 
 @dataclass(frozen=True)
@@ -23,21 +24,29 @@ class PreprocessCard:
     """How a weights source expects its images.
 
     ``mean``/``std`` are per-channel in pixel units (the graph computes ``(x - mean) / std``).
-    Geometry follows the TensorFlow EfficientNet evaluation: a centred square crop of
-    ``resolution / (resolution + crop_padding)`` of the shorter side, resized to the resolution.
+    Geometry (``fit``) follows the TensorFlow EfficientNet evaluation for classifiers ("crop": a
+    centred square crop of ``resolution / (resolution + crop_padding)`` of the shorter side, resized
+    to the resolution) and the EfficientDet reference for detectors ("letterbox": the longer side
+    resized to the resolution, aspect kept, zero padding bottom-right, so boxes map back by one scale).
     """
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     crop_padding: int = 32
     interpolation: str = "bicubic"
+    fit: str = "crop"
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}")
+        if self.fit not in _FITS:
+            raise ValueError(f"fit must be one of {_FITS}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.fit == "crop":  # the classifiers' cards (and artifact keys) as before the field existed
+            del out["fit"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessCard":
@@ -46,6 +55,7 @@ class PreprocessCard:
             std=tuple(float(v) for v in data["std"]),
             crop_padding=int(data.get("crop_padding", 32)),
             interpolation=str(data.get("interpolation", "bicubic")),
+            fit=str(data.get("fit", "crop")),
         )
 
 
@@ -82,9 +92,11 @@ def load_rgb(path: str | Path):
 
 
 def crop_and_resize(img, resolution: int, card: PreprocessCard) -> np.ndarray:
-    """Centre crop and resize per the card; returns float32 (resolution, resolution, 3) in 0-255."""
+    """Centre crop and resize (or letterbox) per the card; returns float32 (resolution, resolution, 3) in 0-255."""
     from PIL import Image
 
+    if card.fit == "letterbox":
+        return letterbox(img, resolution, card)
     width, height = img.size
     side = min(width, height) * resolution / (resolution + card.crop_padding)
     left = (width - side) / 2.0
@@ -93,6 +105,25 @@ def crop_and_resize(img, resolution: int, card: PreprocessCard) -> np.ndarray:
     method = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[card.interpolation]
     out = img.resize((resolution, resolution), method, box=box)
     return np.asarray(out, dtype=np.float32)
+
+
+def letterbox_scale(height: int, width: int, resolution: int) -> float:
+    """Input pixels per image pixel under the letterbox fit (boxes map back by dividing by it)."""
+    return resolution / max(height, width)
+
+
+def letterbox(img, resolution: int, card: PreprocessCard) -> np.ndarray:
+    """The longer side resized to ``resolution`` (aspect kept), zero padding bottom-right: the
+    detector's input, as the EfficientDet reference and ``edgeeff train-detect`` feed it."""
+    from PIL import Image
+
+    width, height = img.size
+    scale = letterbox_scale(height, width, resolution)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    method = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[card.interpolation]
+    out = np.zeros((resolution, resolution, 3), np.float32)
+    out[: size[1], : size[0]] = np.asarray(img.resize(size, method), dtype=np.float32)
+    return out
 
 
 def load_image(path: str | Path, resolution: int, card: PreprocessCard) -> np.ndarray:

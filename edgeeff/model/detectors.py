@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeeff.errors import lookup
+from edgeeff.errors import EdgeeffError, lookup
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)  # the reference's default mean_rgb
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -157,3 +157,21 @@ def get_detector(name: str | Detector) -> Detector:
     if key in short:
         return short[key]
     return lookup(DETECTORS, name, "detector")
+
+
+def is_detector(name: str) -> bool:
+    """Whether ``name`` is a detector's full name (``efficientdet-lite0``; the short ``lite0`` is the
+    classifier): how convert, eval and bench tell the two kinds of model apart."""
+    return isinstance(name, Detector) or str(name).strip().lower() in DETECTORS
+
+
+def at_size(row: Detector, image_size: int | None) -> Detector:
+    """The row at another input size (the same network, fewer or more anchors), or itself."""
+    import dataclasses
+
+    if image_size is None or int(image_size) == row.image_size:
+        return row
+    if image_size < 2 ** row.max_level or image_size % 2 ** row.min_level:
+        raise EdgeeffError(f"a {row.name} input size must be a multiple of {2 ** row.min_level} and at least "
+                           f"{2 ** row.max_level}, got {image_size}")
+    return dataclasses.replace(row, image_size=int(image_size))

@@ -230,3 +230,25 @@ def detector_macs(model) -> int:
         areas = [int(node.output_tensors[0].shape[1]) * int(node.output_tensors[0].shape[2]) for node in nodes]
         total += macs // areas[0] * sum(areas)
     return int(total)
+
+
+# Exported detectors end in one tensor: the box regressions then the class logits of every anchor,
+# (N, A, 4 + num_classes). One output keeps every runner, the device kit and the board protocol as
+# they are for classifiers (one array out); post-processing (anchors, decoding, NMS) runs after the
+# runtime in :class:`edgeeff.model.postprocess.PostProcess`, the numpy reference, timed on its own.
+RAW_OUTPUT = "detections"
+BOX_COLUMNS = 4
+
+
+def raw_output_model(model) -> "keras.Model":
+    """The detector with its two outputs joined into :data:`RAW_OUTPUT` (same layers, same weights)."""
+    import keras
+
+    logits, regressions = model.outputs
+    joined = keras.layers.Concatenate(axis=-1, name=RAW_OUTPUT)([regressions, logits])
+    return keras.Model(model.inputs, joined, name=model.name)
+
+
+def split_raw(raw):
+    """(class logits (N, A, C), box regressions (N, A, 4)) from a :func:`raw_output_model` output."""
+    return raw[..., BOX_COLUMNS:], raw[..., :BOX_COLUMNS]
