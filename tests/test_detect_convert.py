@@ -1,0 +1,90 @@
+"""Detectors through ``edgeeff convert``: every backend exports the detector's raw outputs, the
+post-processing after the runtime gives the Keras detector's boxes, and int8 artifacts of a trained
+detector find the Keras detector's confident boxes again on held-out scenes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+# A Lite0 detector trained on the generated scenes (benchmarks/models/README.md: the command that
+# made it); committed because no pretrained detector installs from the package registries.
+TRAINED = ROOT / "benchmarks" / "models" / "efficientdet-lite0-scenes"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory, sample_images):
+    """The trained detector's held-out scenes (only photos it never saw) and a few training scenes
+    for calibration: the same seeded command that made its training set."""
+    from edgeeff.data.detection import generate_split
+
+    out = tmp_path_factory.mktemp("scenes")
+    return generate_split(sample_images[0].parent, out, train_count=64, held_out_count=96, seed=0)
+
+
+def test_detector_conversion_refuses_what_it_cannot_do(tmp_path):
+    result = run_cli("convert", "--variant", "efficientdet-lite0", "--target", "tflite-int8", "--float-blocks", "stem",
+                     "--out", str(tmp_path))
+    assert_one_line_error(result, "efficientdet-lite0", "classifiers")
+    result = run_cli("convert", "--variant", "efficientdet-lite0", "--target", "onnx-fp32", "--weights", str(tmp_path / "nowhere"),
+                     "--out", str(tmp_path))
+    assert_one_line_error(result, "not found", "train-detect")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_classifier_run_is_not_a_detector(tmp_path):
+    (tmp_path / "edgeeff-run.json").write_text(json.dumps({"variant": "lite0", "classes": ["a", "b"]}))
+    result = run_cli("convert", "--variant", "efficientdet-lite0", "--target", "onnx-fp32", "--weights", str(tmp_path),
+                     "--out", str(tmp_path / "out"))
+    assert_one_line_error(result, "classifier", "train-detect")
+
+
+@pytest.mark.slow
+def test_fp32_artifact_gives_the_keras_detectors_boxes(tmp_path, scenes):
+    """The artifact ends at the raw outputs; the same post-processing gives the same boxes as the
+    Keras detector's two outputs (one numpy reference for every runtime)."""
+    from edgeeff.convert import convert
+    from edgeeff.data.images import list_samples
+    from edgeeff.detect import build_reference, choose_detector_weights, detection_card, post_processing
+    from edgeeff.evaluate import batches
+    from edgeeff.model.detectors import get_detector
+    from edgeeff.targets.base import get_target, load_runner
+
+    held = scenes["held-out"].parent / "images"
+    meta = convert("efficientdet-lite0", "onnx-fp32", weights=str(TRAINED), out=tmp_path, images=held)
+    assert meta["task"] == "detect" and meta["validation"]["failures"] == []
+    assert meta["validation"]["boxes"]["matched"] == 1.0 and meta["validation"]["boxes"]["reference_boxes"] >= 30
+    row, chosen = choose_detector_weights(get_detector("efficientdet-lite0"), str(TRAINED))
+    assert row.image_size == meta["preprocessing"]["resolution"] == json.loads((TRAINED / "edgeeff-run.json").read_text())["image_size"]
+    model = build_reference(row, chosen)
+    runner = load_runner(get_target("onnx-fp32"), Path(meta["path"]) / meta["artifact"])
+    post = post_processing(row)
+    from edgeeff.model.efficientdet import split_raw
+
+    _, images, _ = next(batches(list_samples(held)[:8], row.image_size, detection_card(row), batch=8))
+    logits, regressions = (np.asarray(t) for t in model(images, training=False))
+    want = post.apply(logits, regressions)
+    got = post.apply(*split_raw(runner.predict(images)))
+    assert (got[3] == want[3]).all() and (got[2] == want[2]).all()
+    np.testing.assert_allclose(got[0], want[0], atol=0.05)  # pixels
+    np.testing.assert_allclose(got[1], want[1], atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["tflite-int8", "onnx-int8", "openvino-int8"])
+def test_int8_detector_finds_the_keras_boxes_again(target, tmp_path, scenes):
+    from edgeeff.convert import convert
+
+    meta = convert("efficientdet-lite0", target, weights=str(TRAINED), out=tmp_path,
+                   calibration=scenes["train"].parent / "images", images=scenes["held-out"].parent / "images")
+    val = meta["validation"]
+    assert val["failures"] == [], val["failures"]
+    boxes = val["boxes"]
+    assert boxes["images"] == 96 and boxes["reference_boxes"] >= 30
+    assert boxes["matched"] >= 0.8 and boxes["matched_iou_mean"] >= 0.8 and boxes["map_vs_reference"] >= 0.5
+    assert val["max_rel_diff"] > 1e-3  # quantized, not a float graph under an int8 name
+    assert meta["conversion"].get("fully_integer") in (True, None)
