@@ -829,7 +829,8 @@ def render_detector_eval(done, device, json_path) -> None:
     per_class = details["per_class"]
     classes = [{"class": name, "class_ap": ap, "reference_class_ap": per_class.get("reference", {}).get(name)}
                for name, ap in per_class["artifact"].items()]
-    report.print_table(classes, [("class", "class"), ("class_ap", "AP"), ("reference_class_ap", "fp32 AP")], title="AP per class")
+    class_columns = [("class", "class"), ("class_ap", "AP")] + ([("reference_class_ap", "fp32 AP")] if "reference" in per_class else [])
+    report.print_table(classes, class_columns, title="AP per class (-: not in these images)")
     if json_path:
         extra = {"caveat": device.caveat} if device.caveat else {}
         report.write_json(json_path, [row], inputs=done.source, details=details, runner=done.runner, **extra)

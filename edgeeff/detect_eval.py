@@ -93,6 +93,11 @@ def image_results(images: Sequence, detections, resolution: int, columns: Sequen
                            detections.valid, scales, columns)
 
 
+def known(per_class: dict) -> dict:
+    """AP per class with None, not NaN, for a class without ground truth in the scored images (JSON has no NaN)."""
+    return {name: (None if ap != ap else ap) for name, ap in per_class.items()}
+
+
 def median_ms(values_ns: Sequence[int]) -> float | None:
     return float(np.median(values_ns)) / 1e6 if len(values_ns) else None
 
@@ -175,7 +180,7 @@ def run_detect_eval(job, device, progress_console=None, before_loading=lambda: N
     detections = Detections.concat(found)
     scores = coco_scores(truth, image_results(images, detections, resolution, columns))
     row = {"model": name, "images": len(images), "map": scores["map"], "ap50": scores["ap50"], "ap75": scores["ap75"]}
-    details = {"task": "detect", "category_ids": columns, "per_class": {"artifact": scores["per_class"]},
+    details = {"task": "detect", "category_ids": columns, "per_class": {"artifact": known(scores["per_class"])},
                "post_processing": meta["post_processing"], "resolution": resolution}
     if ref_model is not None:
         reference = Detections.concat(ref_found)
@@ -185,7 +190,7 @@ def run_detect_eval(job, device, progress_console=None, before_loading=lambda: N
                    map_drop_points=(ref_scores["map"] - scores["map"]) * 100, boxes_found_again=agreement["matched"],
                    reference_boxes=agreement["reference_boxes"], matched_iou_mean=agreement["matched_iou_mean"],
                    map_vs_reference=agreement["map_vs_reference"])
-        details["per_class"]["reference"] = ref_scores["per_class"]
+        details["per_class"]["reference"] = known(ref_scores["per_class"])
         details["box_agreement"] = agreement
         if agreement.get("note"):
             notes.append(agreement["note"])
