@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeeff.artifact import artifact_task
 from edgeeff.errors import EdgeeffError
 
 
@@ -62,6 +63,11 @@ def run_accuracy(job: AccuracyJob, device, progress_console=None, before_loading
     from edgeeff.evaluate import score_pair
     from edgeeff.predict import read_labels
 
+    if job.artifact is not None and artifact_task(job.artifact) == "detect":
+        from edgeeff.detect_eval import run_detect_eval
+
+        done = run_detect_eval(job, device, progress_console, before_loading)
+        return AccuracyResult(done.row, done.details, done.source, None, done.meta, runner=done.runner)
     names = read_labels(job.labels_path) if job.labels_path else None
     samples = list_samples(job.images) if job.images is not None else [Sample(p, None) for p in bundled_photos()]
     samples = samples[:job.limit] if job.limit else samples

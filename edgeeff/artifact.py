@@ -23,6 +23,15 @@ def read_metadata(folder: str | Path) -> dict:
     return meta
 
 
+def artifact_task(path: str | Path) -> str:
+    """What a converted artifact folder does: its metadata's ``task`` ("detect"), else "classify"
+    (classifiers, bare model files and anything not yet known to be an artifact)."""
+    path = Path(path)
+    if not (path.is_dir() and (path / "edgeeff.json").is_file()):
+        return "classify"
+    return read_metadata(path).get("task") or "classify"
+
+
 def resolve_artifact(path: str | Path, root: Path, preprocessing: str | None = None) -> Path:
     """An artifact folder for ``path``: a converted folder as it is, or a bare model file (``.tflite``,
     ``.onnx``, ``.xml``, ``.keras``) wrapped under ``root`` (``edgeeff.imported``)."""

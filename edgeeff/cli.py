@@ -810,12 +810,39 @@ def calibrate_sweep(variant, weights, target, calibration, images, counts, metho
         sys.exit(1)
 
 
+def render_detector_eval(done, device, json_path) -> None:
+    """A detector artifact's COCO scores beside its fp32 detector's, then AP per class."""
+    from edgeeff import report
+
+    row, details = done.row, done.result
+    if row.get("note"):
+        click.echo(f"edgeeff: warning: {done.meta['target']} on {device.name}: {row['note']}", err=True)
+    for note in details.get("notes", []):
+        click.echo(f"edgeeff: note: {note}", err=True)
+    columns = [(k, h) for k, h in (("model", "model"), ("images", "images"), ("map", "mAP"), ("ap50", "AP50"), ("ap75", "AP75"),
+                                   ("reference_map", "fp32 mAP"), ("map_drop_points", "mAP drop (pts)"),
+                                   ("boxes_found_again", "boxes found again"), ("postprocess_ms", "post-processing ms"),
+                                   ("runtime_ms", "runtime ms")) if k in row]
+    if device.emulated:
+        columns.insert(1, ("emulated", "emulated"))
+    report.print_table([row], columns, title="Detection (COCO mAP@[.5:.95])" + (f". {device.caveat}" if device.caveat else ""))
+    per_class = details["per_class"]
+    classes = [{"class": name, "class_ap": ap, "reference_class_ap": per_class.get("reference", {}).get(name)}
+               for name, ap in per_class["artifact"].items()]
+    class_columns = [("class", "class"), ("class_ap", "AP")] + ([("reference_class_ap", "fp32 AP")] if "reference" in per_class else [])
+    report.print_table(classes, class_columns, title="AP per class (-: not in these images)")
+    if json_path:
+        extra = {"caveat": device.caveat} if device.caveat else {}
+        report.write_json(json_path, [row], inputs=done.source, details=details, runner=done.runner, **extra)
+
+
 @main.command(name="eval")
 @click.argument("artifact", required=False, type=click.Path(path_type=Path))
 @click.option("--variant", default=None, help="Evaluate this Keras variant instead of an artifact.")
 @click.option("--weights", default=None, help="With --variant: weights (default: the variant's real weights; none for random).")
 @click.option("--images", type=click.Path(), default=None,
-              help="Labelled images: a folder (synset in the file name) or a label<TAB>path list. Default: the embedded photos (no labels: agreement only).")
+              help="Labelled images: a folder (synset in the file name) or a label<TAB>path list. Default: the embedded photos (no labels: agreement only). "
+                   "A detector artifact: a COCO annotations JSON (images in its folder).")
 @click.option("--reference", type=click.Choice(["keras", "none"]), default="keras", show_default=True,
               help="What an artifact is compared with: the Keras fp32 model of the same variant and weights (none for a bare model file).")
 @click.option("--preprocessing", default=None, help="With a bare model file: raw, imagenet, lite, inception, a card, or mean=R,G,B;std=R,G,B.")
@@ -856,6 +883,9 @@ def evaluate(artifact, variant, weights, images, reference, preprocessing, label
 
         job.weights = chosen_weights(resolve(variant), weights)
     done = run_accuracy(job, device, before_loading=quiet_tensorflow_import)
+    if done.meta.get("task") == "detect":
+        render_detector_eval(done, device, json_path)
+        return
     row, result, source, local, names, meta = done.row, done.result, done.source, done.local, done.names, done.meta
     if row.get("note"):
         click.echo(f"edgeeff: warning: {meta['target']} on {device.name}: {row['note']}", err=True)
