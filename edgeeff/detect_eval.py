@@ -200,8 +200,8 @@ def run_detect_eval(job, device, progress_console=None, before_loading=lambda: N
         "measured": "one image per runtime call (after one untimed warm-up), then PostProcess.apply on its raw output, "
                     "time.perf_counter_ns; medians in the row",
     }
-    if device.remote:
-        notes.append(f"runtime ms on {device.name} include the round trip from this machine")
+    if device.round_trip_note:
+        notes.append(device.round_trip_note)
     if not meta.get("heads_trained", True):
         from edgeeff.detect import UNTRAINED_NOTE
 

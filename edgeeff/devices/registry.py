@@ -80,6 +80,11 @@ class Device:
         return self.python if self.remote else sys.executable
 
     @property
+    def round_trip_note(self) -> str | None:
+        """What a per-call time measured from this machine includes beyond the runtime."""
+        return f"runtime ms on {self.name} include the round trip from this machine" if self.remote else None
+
+    @property
     def shares_this_machine(self) -> bool:
         """Timed on this machine: measured one after another with this machine's other devices (two
         at once would slow each other); boards are measured concurrently."""

@@ -102,6 +102,7 @@ def nms(
     max_detections: int,
     soft_nms_sigma: float = 0.0,
     groups: np.ndarray | None = None,
+    candidates: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy NMS: indices kept, in selection order, and their (possibly decayed) scores.
 
@@ -109,8 +110,11 @@ def nms(
     IoU with it is above ``iou_threshold``; with ``soft_nms_sigma > 0`` the rest are decayed by
     exp(-IoU^2 / sigma) instead of kept whole (TensorFlow's NonMaxSuppressionV5 with the reference's
     sigma / 2 convention undone) and drop out when they fall to the threshold. ``groups`` (one id per
-    box) limits suppression to boxes of the same group: per-class NMS.
+    box) limits suppression to boxes of the same group: per-class NMS. ``candidates``: only the
+    highest-scoring that many boxes enter (the reference's ``MAX_DETECTION_POINTS`` top-k).
     """
+    if soft_nms_sigma <= 0:
+        return _hard_nms(boxes, scores, iou_threshold, score_threshold, max_detections, groups, candidates)
     current = scores.astype(np.float64).copy()
     alive = current > score_threshold
     kept, kept_scores = [], []
@@ -130,6 +134,42 @@ def nms(
         current[rivals] *= weight
         alive[rivals] = (weight > 0) & (current[rivals] > score_threshold)  # suppressed even at -inf
     return np.asarray(kept, dtype=np.int64), np.asarray(kept_scores, dtype=np.float64)
+
+
+def _hard_nms(boxes, scores, iou_threshold, score_threshold, max_detections, groups, candidates):
+    """Hard NMS as :func:`nms` computes it, walking the boxes once in score order (a stable sort: the
+    lower index first on ties): the next box not yet suppressed is the next argmax. Each selected
+    box is compared only with the boxes after it, so the cost is that of the kept boxes, not
+    ``max_detections`` passes over every anchor."""
+    order = np.argsort(-scores.astype(np.float64), kind="stable")
+    order = order[scores[order] > score_threshold]
+    if candidates is not None:
+        order = order[:candidates]
+    cand = boxes[order].astype(np.float64)
+    ymin, xmin, ymax, xmax = cand.T
+    areas = (ymax - ymin) * (xmax - xmin)
+    group = None if groups is None else groups[order]
+    alive = np.ones(len(order), dtype=bool)
+    kept = []
+    for pos in range(len(order)):
+        if not alive[pos]:
+            continue
+        kept.append(order[pos])
+        if len(kept) >= max_detections:
+            break
+        # IoU with every later box at once (suppressed ones too: cheaper than selecting them out),
+        # 0 where either box has no area, as iou_one_to_many and TensorFlow's NMS.
+        ih = np.clip(np.minimum(ymax[pos], ymax[pos + 1:]) - np.maximum(ymin[pos], ymin[pos + 1:]), 0, None)
+        iw = np.clip(np.minimum(xmax[pos], xmax[pos + 1:]) - np.maximum(xmin[pos], xmin[pos + 1:]), 0, None)
+        inter = ih * iw
+        union = areas[pos] + areas[pos + 1:] - inter
+        ok = (areas[pos] > 0) & (areas[pos + 1:] > 0) & (union > 0)
+        overlap = np.where(ok, inter / np.where(ok, union, 1.0), 0.0) > iou_threshold
+        if group is not None:
+            overlap &= group[pos + 1:] == group[pos]
+        alive[pos + 1:] &= ~overlap
+    kept = np.asarray(kept, dtype=np.int64)
+    return kept, scores[kept].astype(np.float64)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -157,6 +197,7 @@ class PostProcess:
     class_agnostic: bool = True
     soft_nms_sigma: float = 0.0
     clip: bool = True
+    candidates: int | None = 5000  # top-k boxes entering NMS, as the reference's MAX_DETECTION_POINTS
 
     def __post_init__(self):
         if not 0.0 <= self.iou_threshold <= 1.0:
@@ -214,6 +255,7 @@ class PostProcess:
                 k,
                 self.soft_nms_sigma,
                 None if self.class_agnostic else best,
+                self.candidates,
             )
             chosen = decoded[kept]
             if self.clip:
