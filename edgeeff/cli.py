@@ -1039,7 +1039,7 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows, failures and notes as JSON.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")
 def check(config_path: Path | None, update_baseline: bool, json_path: str | None, markdown_path: str | None) -> None:
-    """CI gate: fail (exit 1) when quantization costs more top-1 than the budget or the baseline allows."""
+    """CI gate: fail (exit 1) when quantization costs more top-1 (or, for a detector, COCO mAP) than the budget or the baseline allows."""
     from rich.console import Console
 
     from edgeeff import fsio, report
