@@ -143,6 +143,14 @@ def _config_path(value, base: Path) -> Path:
     return value if value.is_absolute() else base / value
 
 
+def _as_written(path: Path, config: GateConfig) -> str:
+    """A path relative to the config's folder where it lies under it."""
+    try:
+        return str(path.relative_to(config.source.parent))
+    except ValueError:
+        return str(path)
+
+
 def _data(config: GateConfig):
     from edgeeff.data.images import list_samples, split
 
@@ -208,9 +216,9 @@ def run_gate(config: GateConfig, baseline: dict | None = None, progress: Callabl
         if not evaluation or any(s.label is None for s in evaluation):
             raise GateConfigError("the evaluation images need labels (synset in the file name, or a label<TAB>path list)")
         data.update(calibration=manifest(calib), evaluation=manifest(evaluation))
-    detection_manifests = {str(c.images): detect_gate.evaluation_manifest(c.images) for c in detections}
-    if detection_manifests:
-        data["detection_evaluation"] = detection_manifests
+    detection_manifests = {str(c.images): detect_gate.evaluation_manifest(c.images) for c in detections}  # by path: check_baseline
+    if detection_manifests:  # named as the config names them, not by this machine's absolute paths
+        data["detection_evaluation"] = {_as_written(Path(path), config): m for path, m in detection_manifests.items()}
     if baseline is not None:
         check_baseline(config, baseline, data.get("evaluation"), detection_manifests)
     config.cache.mkdir(parents=True, exist_ok=True)
@@ -332,10 +340,10 @@ def write_baseline(config: GateConfig, result: dict) -> Path:
 def markdown(config: GateConfig, result: dict, failures: list[str], notes: list[str]) -> str:
     detections = [r for r in result["rows"] if r.get("task") == "detect"]
     classifiers = [r for r in result["rows"] if r.get("task") != "detect"]
+    budgets = ([f"top-1 drop <= {config.max_drop:g} points ({config.budget_on}), agreement >= {config.min_agreement:g}"] if classifiers else []) \
+        + ([f"mAP drop <= {config.max_map_drop:g} points ({config.budget_on})"] if detections else [])
     lines = [f"## edgeeff quantization gate: {'FAILED' if failures else 'passed'}", "",
-             f"Budget: top-1 drop <= {config.max_drop:g} points ({config.budget_on}), agreement >= {config.min_agreement:g}"
-             + (f"; detectors: mAP drop <= {config.max_map_drop:g} points" if detections else "")
-             + f"; baseline `{config.baseline.name}`, tolerance {config.tolerance:g} points.", ""]
+             f"Budget: {'; '.join(budgets)}; baseline `{config.baseline.name}`, tolerance {config.tolerance:g} points.", ""]
     if classifiers:
         lines += ["| variant | target | images | fp32 top-1 | int8 top-1 | drop (points) | paired 95% CI | McNemar p | agreement | baseline drop |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -345,7 +353,7 @@ def markdown(config: GateConfig, result: dict, failures: list[str], notes: list[
                      f"{r['drop_points']:+.2f} | [{r['drop_ci95_points'][0]:+.2f}, {r['drop_ci95_points'][1]:+.2f}] | {r['mcnemar_p']:.3f} | "
                      f"{r['agreement']:.1%} | {'-' if base is None else f'{base:+.2f}'} |")
     if detections:
-        lines += ["", "| detector | target | images | fp32 mAP | int8 mAP | drop (points) | paired 95% CI (bootstrap over images) | "
+        lines += [""] * bool(classifiers) + ["| detector | target | images | fp32 mAP | int8 mAP | drop (points) | paired 95% CI (bootstrap over images) | "
                   "boxes matched | baseline drop |", "|---|---|---|---|---|---|---|---|---|"]
     for r, cells in zip(detections, detect_gate.table_rows(detections)):
         lines.append(f"| {r['variant']} | {r['target']} | {r['images']} | {r['fp32_map']:.3f} | {r['quantized_map']:.3f} | {cells['drop']} | "
