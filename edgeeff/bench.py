@@ -160,6 +160,9 @@ def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: s
             "agreement": val.get("top1_agreement"),
             "validation_images": val.get("images"),
         })
+        if meta.get("task") == "detect":  # a detector's validation: boxes found again and raw class logits, not top-1
+            row.update(task="detect", boxes_matched=(val.get("boxes") or {}).get("matched"),
+                       logit_cosine=val.get("class_logit_cosine"))
         good = [m for m in runs.get(target, []) if "error" not in m]
         if not good:
             failed = runs.get(target, [])
@@ -182,6 +185,109 @@ def rows_from(artifacts: dict[str, dict], runs: dict[str, list[dict]], device: s
         })
         rows.append(row)
     return add_speedups(rows)
+
+
+def post_processing_of(meta: dict):
+    """The :class:`edgeeff.model.postprocess.PostProcess` a detector artifact's metadata names."""
+    from dataclasses import fields
+
+    from edgeeff.model.postprocess import PostProcess
+
+    given = meta["post_processing"]
+    values = {f.name: given[f.name] for f in fields(PostProcess) if f.name in given}
+    if "aspect_ratios" in values:
+        values["aspect_ratios"] = tuple(values["aspect_ratios"])
+    return PostProcess(**values)
+
+
+def one_image(images: str | None) -> Path | None:
+    """The first image of ``--images`` (a file or a folder), or None."""
+    if not images:
+        return None
+    path = Path(images)
+    if path.is_file() and path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
+        return path
+    found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if path.is_dir() else []
+    return found[0] if found else None
+
+
+def one_raw_output(artifacts: dict[str, dict], image: Path) -> tuple[np.ndarray, str]:
+    """One image's raw detector output from the first artifact that runs here, and which one it was;
+    a synthetic output (class logits at the 0.01 prior, zero regressions) when none does."""
+    from edgeeff.artifact import open_artifact
+    from edgeeff.data.preprocess import PreprocessCard, load_image
+
+    for name, meta in artifacts.items():
+        if "error" in meta:
+            continue
+        try:
+            meta, runner = open_artifact(meta["path"], threads=1)
+            card = PreprocessCard.from_dict(meta["preprocessing"])
+            pixels = load_image(image, meta["preprocessing"]["resolution"], card)[None]
+            return np.asarray(runner.predict(pixels)), f"{image.name} through {name}"
+        except (EdgeeffError, kit_core.RunnerError, OSError, ImportError):
+            continue
+    meta = next(m for m in artifacts.values() if "error" not in m)
+    raw = meta["raw_output"]
+    out = np.zeros((1, raw["anchors"], 4 + raw["classes"]), np.float32)
+    out[..., 4:] = -np.log(99.0)
+    return out, "synthetic output (no artifact runs here)"
+
+
+def post_processing_ms(post, raw: np.ndarray, schedule: Schedule | None = None) -> dict:
+    """Median and p90 ms of ``post.apply`` on ``raw`` (one batch), numpy on this machine: a warm-up, then
+    at least the schedule's runs and seconds (capped: the figure is the same for every target)."""
+    import time
+
+    from edgeeff.model.efficientdet import split_raw
+
+    logits, regressions = split_raw(raw)
+    post.apply(logits, regressions)  # anchors and first-call costs
+    min_runs = min(schedule.min_runs, 30) if schedule else 30
+    min_seconds = min(schedule.min_seconds, 1.0) if schedule else 1.0
+    times: list[float] = []
+    start = time.perf_counter_ns()
+    while len(times) < min_runs or (time.perf_counter_ns() - start) / 1e9 < min_seconds:
+        t0 = time.perf_counter_ns()
+        post.apply(logits, regressions)
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+        if len(times) >= 1000:
+            break
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "runs": len(times)}
+
+
+def add_post_processing(rows: list[dict], artifacts: dict[str, dict], image: Path, batch: int, schedule: Schedule | None = None) -> dict | None:
+    """Detector rows get ``post_processing_ms`` (numpy, on this machine, after the runtime: the same
+    figure for every target) and ``end_to_end_ms`` = runtime median + post-processing median; returns
+    what was timed, or None for classifiers."""
+    detectors = {name: meta for name, meta in artifacts.items() if meta.get("task") == "detect"}
+    if not any("error" not in meta for meta in detectors.values()):
+        return None
+    raw, source = one_raw_output(detectors, image)
+    raw = np.repeat(raw[:1], batch, axis=0)  # the runtime's figure is per batch: so is this one
+    meta = next(m for m in detectors.values() if "error" not in m)
+    timed = {**post_processing_ms(post_processing_of(meta), raw, schedule), "input": source, "batch": batch,
+             "runs_on": "this machine, numpy (edgeeff.model.postprocess.PostProcess.apply), after the runtime"}
+    for row in rows:
+        if row["target"] in detectors and "error" not in detectors[row["target"]]:
+            row["post_processing_ms"] = timed["median_ms"]
+            if row.get("median_ms") is not None:
+                row["end_to_end_ms"] = row["median_ms"] + timed["median_ms"]
+    return timed
+
+
+def detector_columns(columns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The bench table's columns for detectors: box agreement and the class-logit cosine where a
+    classifier shows top-1 agreement, post-processing and end-to-end time after the runtime's."""
+    out = []
+    for key, label in columns:
+        if key == "agreement":
+            out += [("boxes_matched", "boxes matched"), ("logit_cosine", "logit cosine")]
+            continue
+        out.append((key, label))
+        if key == "p90_ms":
+            out += [("post_processing_ms", "post-processing ms"), ("end_to_end_ms", "end to end ms")]
+    return out
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:

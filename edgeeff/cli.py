@@ -965,6 +965,7 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
     from edgeeff.devices.registry import get_device
     from edgeeff.measure import Schedule
     from edgeeff.targets.base import TARGETS, get_target
+    from edgeeff.model.detectors import get_detector, is_detector
     from edgeeff.model.variants import resolve
 
     devices = [get_device(n.strip(), devices_file) for n in device_name.split(",") if n.strip()]
@@ -984,7 +985,10 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
     else:
         if preprocessing is not None:
             raise EdgeeffError("--preprocessing is for bare model files given as MODELS")
-        v = resolve(variant)
+        detector = is_detector(variant)
+        # A detector converts through the same convert() (edgeeff.convert.subject_kind); its --weights
+        # (a train-detect run, a file, or nothing: untrained heads) are read there.
+        subject_name = get_detector(variant).name if detector else resolve(variant).name
         if target_names.strip().lower() == "all":  # every target some chosen device can run
             names = [t for t, spec in TARGETS.items() if any(bench_lib.target_fits_device(spec, d.accelerator) is None for d in devices)]
         else:
@@ -992,7 +996,7 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
         for what, path in (("--calibration", calibration), ("--images", images)):
             if path is not None and not Path(path).exists():
                 raise EdgeeffError(f"{what} {path} does not exist")
-        weights = chosen_weights(v, weights)
+        weights = weights if detector else chosen_weights(resolve(variant), weights)
     console = Console(stderr=True)
     schedule = Schedule(warmup_runs, warmup_seconds, min_runs, min_seconds)
     precision = None if openvino_precision == "default" else openvino_precision
@@ -1004,12 +1008,15 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
         else:
             say("starting TensorFlow")
             quiet_tensorflow_import()
-            artifacts = bench_lib.ensure_artifacts(v.name, weights, names, Path(out), images, calibration, seed, say)
-            subject = f"{v.name} ({report.weights_text(weights)})"
+            artifacts = bench_lib.ensure_artifacts(subject_name, weights, names, Path(out), images, calibration, seed, say)
+            labels = [(m.get("weights") or {}).get("label") for m in artifacts.values() if "error" not in m]
+            weights = labels[0] if labels and weights is None else weights  # a detector's default, as convert named it
+            subject = f"{subject_name} ({report.weights_text(weights)})"
         results = bench_lib.measure_on_devices(devices, artifacts, threads, batch, rounds, schedule, precision, say,
                                                accept_new_host_key=accept_new_host_key)
         say("writing the reports")
         rows = [row for device_rows, _ in results.values() for row in device_rows]
+        post = bench_lib.add_post_processing(rows, artifacts, bench_lib.one_image(images) or bundled_images()[0], batch, schedule)
         infos = {name: info for name, (_, info) in results.items()}
         unreachable = [info["error"] for info in infos.values() if "error" in info]
         if len(unreachable) == len(devices):  # no device answered: nothing was measured
@@ -1018,6 +1025,8 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
                ("init_ms", "init ms"), ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("speedup_vs_fp32", "x fp32"),
                ("executed_on", "ran on"), ("executed_precision", "ran as"), ("note", "note"), ("error", "error")]
     columns[2:2] = [("emulated", "emulated")]  # after the target: rows from an emulated board say so
+    if post is not None:  # detectors: box agreement for top-1 agreement; the post-processing that runs after the runtime
+        columns = bench_lib.detector_columns(columns)
     columns = [c for c in columns if c[0] not in ("top1", "note", "error", "emulated") or any(r.get(c[0]) is not None for r in rows)]
     if len(devices) == 1:
         columns = [c for c in columns if c[0] != "device"]
@@ -1025,6 +1034,9 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
     title = f"{subject} on {where}, batch {batch}, {rounds} interleaved rounds"
     caveats = [d.caveat for d in devices if d.caveat]
     title += "".join(f". {c}" for c in caveats)
+    if post is not None:
+        title += (f". Post-processing (NMS etc.) runs after the runtime: numpy PostProcess.apply on this machine, "
+                  f"{post['median_ms']:.2f} ms median for every target; end to end = median + post-processing")
     report.print_table(rows, columns, title=title)
     for name, info in infos.items():
         if "uploaded_bytes" in info:
@@ -1036,10 +1048,10 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
         inputs = ({"models": [{"path": str(Path(m).resolve()), "sha256": artifacts[label].get("imported", {}).get("sha256")
                                or artifacts[label].get("files", {}).get(artifacts[label].get("artifact"), {}).get("sha256")}
                               for m, label in zip(models, artifacts)]} if models else
-                  {"variant": v.name, "weights": report.weights_text(weights), "targets": names,
+                  {"variant": subject_name, "weights": report.weights_text(weights), "targets": names,
                    "images": str(Path(images).resolve()) if images else "embedded photos", "calibration": calibration or "embedded photos"})
         report.write_json(json_path, rows, inputs=inputs, devices=infos, schedule=schedule.__dict__,
-                          **({"caveats": caveats} if caveats else {}))
+                          **({"caveats": caveats} if caveats else {}), **({"post_processing": post} if post else {}))
     if csv_path:
         fsio.write_text(csv_path, report.to_csv(rows))
     if markdown_path:
@@ -1057,12 +1069,12 @@ def bench(ctx, models, variant, weights, target_names, preprocessing, device_nam
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows, failures and notes as JSON.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")
 def check(config_path: Path | None, update_baseline: bool, json_path: str | None, markdown_path: str | None) -> None:
-    """CI gate: fail (exit 1) when quantization costs more top-1 than the budget or the baseline allows."""
+    """CI gate: fail (exit 1) when quantization costs more top-1 (or, for a detector, COCO mAP) than the budget or the baseline allows."""
     from rich.console import Console
 
     from edgeeff import fsio, report
 
-    from edgeeff.quant import gate
+    from edgeeff.quant import detect_gate, gate
 
     if config_path is None:
         config_path = Path("edgeeff.toml") if Path("edgeeff.toml").is_file() else Path("pyproject.toml")
@@ -1074,13 +1086,20 @@ def check(config_path: Path | None, update_baseline: bool, json_path: str | None
     with step_progress(console) as say:
         result = gate.run_gate(config, baseline, progress=say)
     failures, notes = gate.judge(config, result, baseline)
+    detections = [r for r in result["rows"] if r.get("task") == "detect"]
+    if detections:
+        report.print_table(detect_gate.table_rows(detections), detect_gate.TABLE_COLUMNS,
+                           title=f"Detection checks (COCO mAP@[.5:.95], {detections[0]['images']} images, "
+                                 f"paired bootstrap of {detections[0]['bootstrap_resamples']} resamples)")
+    classifiers = [r for r in result["rows"] if r.get("task") != "detect"]
     rows = [{"pair": f"{r['variant']} {r['target']}", "top1": f"{r['fp32_top1']:.1%} -> {r['quantized_top1']:.1%}",
              "drop": f"{r['drop_points']:+.2f}", "ci": "[{:+.2f}, {:+.2f}]".format(*r["drop_ci95_points"]),
              "p": f"{r['mcnemar_p']:.2f}", "agreement": f"{r['agreement']:.1%}",
-             "baseline": "-" if r.get("baseline_drop_points") is None else f"{r['baseline_drop_points']:+.2f}"} for r in result["rows"]]
-    report.print_table(rows, [("pair", "variant target"), ("top1", "top-1 fp32 -> int8"), ("drop", "drop pts"),
-                              ("ci", "paired 95% CI"), ("p", "McNemar p"), ("agreement", "agree"), ("baseline", "baseline drop")],
-                       title=f"Quantization gate ({len(result['rows'])} pairs, {result['rows'][0]['images'] if result['rows'] else 0} images)")
+             "baseline": "-" if r.get("baseline_drop_points") is None else f"{r['baseline_drop_points']:+.2f}"} for r in classifiers]
+    if rows or not detections:
+        report.print_table(rows, [("pair", "variant target"), ("top1", "top-1 fp32 -> int8"), ("drop", "drop pts"),
+                                  ("ci", "paired 95% CI"), ("p", "McNemar p"), ("agreement", "agree"), ("baseline", "baseline drop")],
+                           title=f"Quantization gate ({len(classifiers)} pairs, {classifiers[0]['images'] if classifiers else 0} images)")
     for note in notes:
         console.print(f"[yellow]noise:[/] {note}")
     if markdown_path:

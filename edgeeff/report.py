@@ -24,7 +24,7 @@ from edgeeff.kit import probe as kit_probe
 PERCENT_KEYS = frozenset({
     "agreement", "top1", "top5", "top1_fp32", "reference_top1", "top1_agreement", "fp32_top1", "quantized_top1",
     "top1_keras", "top1_artifact", "probability", "val_accuracy", "accuracy", "speedup_kept", "local_agreement", "params_vs_published",
-    "map", "ap50", "ap75", "reference_map", "boxes_found_again", "class_ap", "reference_class_ap",
+    "map", "ap50", "ap75", "reference_map", "boxes_found_again", "class_ap", "reference_class_ap", "boxes_matched",
 })
 RATIO_KEYS = frozenset({"speedup_vs_fp32", "speedup", "speedup_plain_int8", "speedup_budgeted", "ratio"})
 COSINE_KEYS = frozenset({"cosine", "mean_cosine"})
