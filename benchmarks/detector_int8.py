@@ -46,7 +46,10 @@ def measure(run: Path, scenes: Path, targets, detector: str) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgeeff-det-bench-") as out:
         for target in targets:
-            meta = convert(detector, target, weights=str(run), out=out, calibration=scenes / "train" / "images",
+            from edgeeff.targets.base import get_target
+
+            calibration = scenes / "train" / "images" if get_target(target).needs_calibration else None
+            meta = convert(detector, target, weights=str(run), out=out, calibration=calibration,
                            images=scenes / "held-out" / "images", require_valid=False)
             job = AccuracyJob(artifact=Path(meta["path"]), images=scenes / "held-out" / "annotations.json", batch=8)
             done = run_detect_eval(job, device)
@@ -87,7 +90,8 @@ def render(data: dict) -> str:
         f"calibration on training scenes. \"Found again\": the share of the Keras detector's {ref} confident boxes "
         "(score 0.3 and above) that the artifact detects with the same class at IoU 0.5 or more. Runtime ms: one image per "
         "call, targets measured one after another (not side by side; `edgeeff bench` compares latency). Post-processing "
-        "(decoding and NMS in numpy) runs after the runtime, the same for every target.",
+        "(decoding and NMS in numpy) runs after the runtime, the same for every target."
+        + (f" Conditions: {data['conditions']}." if data.get("conditions") else ""),
         "",
         report.to_markdown(data["rows"], columns).rstrip(),
         "",

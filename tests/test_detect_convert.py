@@ -69,9 +69,14 @@ def test_fp32_artifact_gives_the_keras_detectors_boxes(tmp_path, scenes):
     logits, regressions = (np.asarray(t) for t in model(images, training=False))
     want = post.apply(logits, regressions)
     got = post.apply(*split_raw(runner.predict(images)))
-    assert (got[3] == want[3]).all() and (got[2] == want[2]).all()
-    np.testing.assert_allclose(got[0], want[0], atol=0.05)  # pixels
+    assert (got[3] == want[3]).all()
     np.testing.assert_allclose(got[1], want[1], atol=1e-4)
+    # Float rounding may swap two boxes whose scores tie to 1e-5: each box must be the Keras
+    # detector's box of the same class, to a twentieth of a pixel, wherever it is in the list.
+    for image in range(len(images)):
+        for box, cls in zip(got[0][image, : got[3][image]], got[2][image, : got[3][image]]):
+            same = want[0][image, : want[3][image]][want[2][image, : want[3][image]] == cls]
+            assert np.abs(same - box).max(axis=1).min() < 0.05
 
 
 @pytest.mark.slow
