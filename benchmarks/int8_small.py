@@ -3,8 +3,8 @@ tests/test_convert.py::test_int8_targets_calibrated_on_real_images come from thi
 
 Lite0 (lite0-pypi) at 128 px, the shared sample's seeded 40/60 split, the first 48 calibration and
 the first 60 evaluation photos (as the test takes them), each int8 target with the test's options;
-the conversion's own validation against Keras fp32. Writes benchmarks/results/int8_small.{json,md}
-with the CPU and its int8 instructions.
+the conversion's own validation against Keras fp32. Adds this CPU's record to benchmarks/results/int8_small.{json,md}
+(one record per CPU, with its int8 instructions).
 
     python benchmarks/int8_small.py
 """
@@ -26,7 +26,24 @@ VARIANT = "lite0:resolution=128"
 CASES = (("tflite-int8", {"io_dtype": "uint8"}), ("onnx-int8", {"calibration_method": "minmax"}), ("openvino-int8", {"preset": "performance"}))
 
 
+def render(records: list[dict]) -> None:
+    from edgeeff import fsio
+
+    lines = [f"# Int8 at the test suite's configuration: {VARIANT}, 48 calibration / 60 evaluation photos", "",
+             "One record per CPU; `benchmarks/int8_small.py`.", "",
+             "| CPU | int8 instructions | target | options | agreement | cosine | top-1 (Keras) | top-1 |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {rec['cpu']['model']} | {rec['cpu']['int8_instructions']} | {r['target']} | {', '.join(f'{k}={v}' for k, v in r['options'].items())} | "
+              f"{r['agreement'] * 100:.1f} | {r['mean_cosine']:.4f} | {r['top1_keras'] * 100:.1f} | {r['top1'] * 100:.1f} |"
+              for rec in records for r in rec["rows"]]
+    lines += [f"\n{rec['cpu']['model']}: {rec['note']}." for rec in records if rec.get("note")]
+    fsio.write_text(OUT / "int8_small.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--render"]:
+        render(json.loads((OUT / "int8_small.json").read_text())["records"])
+        return
     from edgeeff import fsio, report
     from edgeeff.convert import convert
     from edgeeff.data.images import list_samples, split, write_list
@@ -46,16 +63,14 @@ def main() -> None:
                          "agreement": val["top1_agreement"], "mean_cosine": val["mean_cosine"], "top1_keras": val["top1_keras"],
                          "top1": val["top1_artifact"], "failures": val["failures"]})
     cpu = cpu_features()
-    fsio.write_text(OUT / "int8_small.json", json.dumps({"variant": VARIANT, "rows": rows, "cpu": cpu, "environment": report.environment(),
-                                                        "versions": versions("ai-edge-litert", "onnxruntime", "openvino", "nncf")},
-                                                       indent=2) + "\n")
-    lines = [f"# Int8 at the test suite's configuration: {VARIANT}, 48 calibration / 60 evaluation photos", "",
-             f"{cpu['model']} ({cpu['int8_instructions']}); `benchmarks/int8_small.py`.", "",
-             "| target | options | agreement | cosine | top-1 (Keras) | top-1 |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['target']} | {', '.join(f'{k}={v}' for k, v in r['options'].items())} | {r['agreement'] * 100:.1f} | "
-              f"{r['mean_cosine']:.4f} | {r['top1_keras'] * 100:.1f} | {r['top1'] * 100:.1f} |" for r in rows]
-    fsio.write_text(OUT / "int8_small.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    record = {"cpu": cpu, "rows": rows, "environment": report.environment(),
+              "versions": versions("ai-edge-litert", "onnxruntime", "openvino", "nncf")}
+    path = OUT / "int8_small.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    # One record per CPU (int8 kernels round differently on each): this CPU's replaces its last one.
+    records = [r for r in old.get("records", [old] if "rows" in old else []) if r["cpu"] != cpu] + [record]
+    fsio.write_text(path, json.dumps({"variant": VARIANT, "records": records}, indent=2) + "\n")
+    render(records)
 
 
 if __name__ == "__main__":

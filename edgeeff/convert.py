@@ -66,12 +66,30 @@ def _content_key(row: dict, weights_label: str, weights_sha: str, spec: TargetSp
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def validation_samples(images: str | Path | None, calibration_samples: Sequence[Sample] = ()) -> list[Sample]:
-    """Validation images: the given set, else the embedded photos not used for calibration."""
+# Without --images, a --calibration folder's photos that calibration did not use validate the artifact:
+# up to this many, a seeded choice. 100 of them put the agreement gate to work (50+ images), where the
+# three embedded photos could only check the logits' cosine, which healthy and noise-calibrated
+# artifacts pass alike (benchmarks/results/validation_spare.md).
+SPARE_VALIDATION = 100
+
+
+def validation_samples(images: str | Path | None, calibration_samples: Sequence[Sample] = (),
+                       calibration_source: str | Path | None = None, seed: int = 0) -> list[Sample]:
+    """Validation images: the given set; else up to ``SPARE_VALIDATION`` photos of the calibration
+    folder that calibration did not use, when there are enough to gate agreement on; else the
+    embedded photos not used for calibration."""
     if images is not None:
         return list_samples(images)
-    used = {s.path.name for s in calibration_samples}
-    rest = [Sample(p, None) for p in bundled_photos() if p.name not in used]
+    used = {s.path.resolve() for s in calibration_samples}
+    if calibration_source is not None:
+        import random
+
+        spare = [s for s in list_samples(calibration_source) if s.path.resolve() not in used]
+        if len(spare) >= AGREEMENT_GATE_MIN_IMAGES:
+            random.Random(seed + 1).shuffle(spare)
+            return sorted(spare[:SPARE_VALIDATION], key=lambda s: str(s.path))
+    names = {p.name for p in used}
+    rest = [Sample(p, None) for p in bundled_photos() if p.name not in names]
     return rest or [Sample(p, None) for p in bundled_photos()]
 
 
@@ -308,8 +326,10 @@ def convert(
         # An accelerator's artifact (Edge TPU) is validated through its CPU twin, the same int8 model
         # before compilation; the compiled file is checked on the device (`edgeeff eval --device`).
         runner = load_runner(spec, staging / details.get("cpu_twin", artifact.name), threads=None)
-        vsamples = eval_samples or validation_samples(None, calib.samples if calib else ())
+        vsamples = eval_samples or validation_samples(None, calib.samples if calib else (), calibration, seed)
         figures = subject.validate(runner, spec, vsamples)
+        figures["validated_on"] = (str(images) if eval_samples else "embedded photos" if vsamples[0].path.parent == bundled_photos()[0].parent
+                                   else f"{len(vsamples)} photos of {calibration} that calibration did not use")
         leaked = details.get("unexpected_float_ops") if spec.precision == "int8" else None
         if leaked:
             figures["failures"].append(f"{len(leaked)} op(s) left in float: {', '.join(leaked[:3])}")

@@ -56,7 +56,9 @@ def fmt(value: Any, key: str | None = None, row: dict | None = None) -> str:
     if isinstance(value, (int, float)) and key:
         if key in PERCENT_KEYS or key.endswith("_agreement"):
             text = percent(value)
-            n = next((row[k] for k in COUNT_KEYS if row and isinstance(row.get(k), int)), None)
+            own = key[: -len("agreement")] + "images" if key.endswith("_agreement") else None  # held_out_agreement: held_out_images
+            n = row.get(own) if row and own and isinstance(row.get(own), int) else next(
+                (row[k] for k in COUNT_KEYS if row and isinstance(row.get(k), int)), None)
             if "agreement" in key and n:
                 text += f" ({round(value * n)}/{n})"
             return text
