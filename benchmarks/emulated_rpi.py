@@ -9,7 +9,7 @@ recorded here except the wall time of each run (qemu's). Usage, after ``edgeeff 
     python benchmarks/emulated_rpi.py --device rpi --count 200
 
 Runs ``edgeeff eval ARTIFACT --device rpi --images LIST --compare-local --json ...`` per target (the
-CLI a user runs) and writes benchmarks/results/emulated_rpi.{json,md} (atomically).
+CLI a user runs) and writes benchmarks/results/STEM.{json,md} (atomically; --stem, default emulated_rpi).
 """
 
 from __future__ import annotations
@@ -93,10 +93,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--out", default="edgeeff-out", help="Artifact folder (reused, as bench's).")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--stem", default="emulated_rpi", help="Results file stem (one per variant: emulated_rpi_lite1, ...).")
     parser.add_argument("--render-only", action="store_true", help="Rewrite the .md from the recorded .json; run nothing.")
     args = parser.parse_args(argv)
     if args.render_only:
-        fsio.write_text(args.results / "emulated_rpi.md", render(json.loads((args.results / "emulated_rpi.json").read_text())))
+        fsio.write_text(args.results / f"{args.stem}.md", render(json.loads((args.results / f"{args.stem}.json").read_text())))
         return 0
 
     say = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
@@ -151,9 +152,9 @@ def main(argv: list[str]) -> int:
         "note": "Under emulation only correctness is real: eval_wall_s is qemu's time (and includes the local and Keras runs), not a board's.",
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    report.write_json(args.results / "emulated_rpi.json", rows, **payload)
-    fsio.write_text(args.results / "emulated_rpi.md", render(json.loads((args.results / "emulated_rpi.json").read_text())))
-    say(f"wrote {args.results / 'emulated_rpi.json'} and .md")
+    report.write_json(args.results / f"{args.stem}.json", rows, **payload)
+    fsio.write_text(args.results / f"{args.stem}.md", render(json.loads((args.results / f"{args.stem}.json").read_text())))
+    say(f"wrote {args.results / args.stem}.json and .md")
     return 0
 
 

@@ -842,7 +842,7 @@ def render_detector_eval(done, device, json_path) -> None:
 @click.option("--weights", default=None, help="With --variant: weights (default: the variant's real weights; none for random).")
 @click.option("--images", type=click.Path(), default=None,
               help="Labelled images: a folder (synset in the file name) or a label<TAB>path list. Default: the embedded photos (no labels: agreement only). "
-                   "A detector artifact: a COCO annotations JSON (images in its folder).")
+                   "A detector artifact: a COCO annotations JSON (images in its folder) or a Pascal VOC folder.")
 @click.option("--reference", type=click.Choice(["keras", "none"]), default="keras", show_default=True,
               help="What an artifact is compared with: the Keras fp32 model of the same variant and weights (none for a bare model file).")
 @click.option("--preprocessing", default=None, help="With a bare model file: raw, imagenet, lite, inception, a card, or mean=R,G,B;std=R,G,B.")
@@ -1251,9 +1251,9 @@ DETECT_SETTINGS = ("detector", "data", "images_root", "val", "val_images_root", 
 
 @main.command(name="train-detect")
 @click.option("--detector", default="efficientdet-lite0", show_default=True, help="Detector name (edgeeff models lists them).")
-@click.option("--data", type=click.Path(path_type=Path), default=None, help="COCO detection JSON to train on.")
+@click.option("--data", type=click.Path(path_type=Path), default=None, help="COCO detection JSON (or Pascal VOC folder) to train on.")
 @click.option("--images-root", type=click.Path(path_type=Path), default=None, help="Folder the JSON's file_name entries are under (default: the JSON's folder).")
-@click.option("--val", type=click.Path(path_type=Path), default=None, help="Held-out COCO JSON (default: a seeded split of --data).")
+@click.option("--val", type=click.Path(path_type=Path), default=None, help="Held-out COCO JSON or VOC folder (default: a seeded split of --data).")
 @click.option("--val-images-root", type=click.Path(path_type=Path), default=None, help="Images folder of --val (default: its JSON's folder).")
 @click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Share of --data held out when there is no --val.")
 @click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
@@ -1283,7 +1283,7 @@ def train_detect(ctx, detector, data, images_root, val, val_images_root, val_fra
     if resume:
         refuse_settings_on_resume(ctx, DETECT_SETTINGS)
     elif data is None:
-        raise EdgeeffError("give --data FILE: a COCO detection JSON (edgeeff's generator writes one as annotations.json)")
+        raise EdgeeffError("give --data: a COCO detection JSON (edgeeff's generator writes one as annotations.json) or a Pascal VOC folder")
     check_report_paths(json_path)
     config = None if resume else DetectTrainConfig(
         detector=detector, dataset=str(data), images_root=str(images_root) if images_root else None,

@@ -21,7 +21,7 @@ import numpy as np
 from edgeeff.errors import EdgeeffError
 
 NEEDS_JSON = ("a detector is scored against COCO annotations: give --images ANNOTATIONS.json "
-              "(the images in the json's folder, as its file_name says)")
+              "(the images in the json's folder, as its file_name says) or a Pascal VOC folder (Annotations/*.xml)")
 NO_CATEGORIES_NOTE = "the artifact records no categories (heads untrained, or a weights file): logit column c is scored as COCO id c + 1"
 
 
@@ -40,9 +40,17 @@ def refuse_inputs(job) -> None:
         raise EdgeeffError(NEEDS_JSON)
     images = Path(job.images)
     if images.is_dir():
-        raise EdgeeffError(f"--images {images} is a folder; {NEEDS_JSON}")
+        from edgeeff.data.voc import is_voc
+
+        if is_voc(images):
+            return _refuse_options(job)
+        raise EdgeeffError(f"--images {images} is a folder without Pascal VOC annotations; {NEEDS_JSON}")
     if not images.is_file():
         raise EdgeeffError(f"--images {images} not found; {NEEDS_JSON}")
+    _refuse_options(job)
+
+
+def _refuse_options(job) -> None:
     if job.preprocessing is not None:
         raise EdgeeffError(f"{job.artifact} records its own preprocessing in edgeeff.json; --preprocessing is for bare model files")
     if job.labels_path:
@@ -63,8 +71,9 @@ def post_processing_of(meta: dict):
 
 
 def category_ids(meta: dict, truth_categories: Sequence[dict], source: str) -> tuple[list[int], list[str]]:
-    """COCO id of each logit column, and notes. The artifact's categories (a train-detect run's) must
-    name the annotations' ids alike; without them column c is COCO id c + 1."""
+    """COCO id of each logit column, and notes. The artifact's categories (a train-detect run's) are
+    found in the annotations by id, or by name where every name is there under other ids; without
+    them column c is COCO id c + 1."""
     classes = int(meta["raw_output"]["classes"])
     recorded = meta.get("categories")
     if not recorded:
@@ -72,6 +81,10 @@ def category_ids(meta: dict, truth_categories: Sequence[dict], source: str) -> t
     if len(recorded) != classes:
         raise EdgeeffError(f"the artifact lists {len(recorded)} categories for {classes} logit columns; convert again")
     truth = {int(c["id"]): c["name"] for c in truth_categories}
+    by_name = {name: id_ for id_, name in truth.items()}
+    if any(truth.get(int(c["id"])) != c["name"] for c in recorded) and all(c["name"] in by_name for c in recorded):
+        # the same classes numbered otherwise (a Pascal VOC folder numbers its own): matched by name, said in a note
+        return [by_name[c["name"]] for c in recorded], [f"{source} numbers the artifact's categories otherwise: matched by name"]
     clash = [f"{c['id']}: {c['name']} vs {truth[int(c['id'])]}" for c in recorded
              if int(c["id"]) in truth and truth[int(c["id"])] != c["name"]]
     if clash or not any(int(c["id"]) in truth for c in recorded):
@@ -145,7 +158,10 @@ def run_detect_eval(job, device, progress_console=None, before_loading=lambda: N
     columns, notes = category_ids(meta, dataset.categories, str(annotations))
     resolution, card = meta["preprocessing"]["resolution"], PreprocessCard.from_dict(meta["preprocessing"])
     post = post_processing_of(meta)
-    source = {"images": str(annotations.resolve()), "image_count": len(images), "images_root": str(annotations.resolve().parent),
+    from edgeeff.data import voc
+
+    root = voc.images_root(annotations) if annotations.is_dir() else annotations.parent
+    source = {"images": str(annotations.resolve()), "image_count": len(images), "images_root": str(root.resolve()),
               "artifact": str(folder.resolve()), "artifact_sha256": sha256_of(folder / meta["artifact"]), "target": meta["target"],
               "weights": report.weights_text(meta["weights"]["label"])}
     name = f"{meta['variant'] or folder.name} {meta['target']}" + (f" on {device.name}" if device.name != "cpu" else "")

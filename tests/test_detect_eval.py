@@ -37,6 +37,9 @@ def test_logit_columns_take_the_artifacts_category_ids():
     meta = {"raw_output": {"classes": 2}, "categories": [{"id": 2, "name": "animal"}, {"id": 3, "name": "food"}]}
     assert category_ids(meta, truth, "set.json") == ([2, 3], [])
     assert category_ids({"raw_output": {"classes": 3}, "categories": None}, truth, "set.json") == ([1, 2, 3], [NO_CATEGORIES_NOTE])
+    # the same names under other ids (a VOC folder numbers its own): matched by name, with a note
+    columns, notes = category_ids({**meta, "categories": [{"id": 1, "name": "food"}, {"id": 2, "name": "dog"}]}, truth, "voc")
+    assert columns == [3, 1] and "matched by name" in notes[0]
     with pytest.raises(EdgeeffError, match="other classes"):
         category_ids({**meta, "categories": [{"id": 2, "name": "cat"}, {"id": 3, "name": "food"}]}, truth, "set.json")
     with pytest.raises(EdgeeffError, match="no category id in common"):

@@ -40,8 +40,10 @@ def refusal(check, error: type[EdgeeffError]) -> None:
             raise error(f"detection check {name}: needs {key} = {kind}")
         if not Path(value).exists():
             raise error(f"detection check {name}: {key} {value} does not exist")
-    if not Path(check.images).is_file():
-        raise error(f"detection check {name}: images must be a COCO annotations JSON file, not {check.images}")
+    from edgeeff.data.voc import is_voc
+
+    if not Path(check.images).is_file() and not is_voc(check.images):
+        raise error(f"detection check {name}: images must be a COCO annotations JSON file or a Pascal VOC folder, not {check.images}")
 
 
 def evaluation_manifest(annotations: Path) -> dict:
@@ -49,8 +51,11 @@ def evaluation_manifest(annotations: Path) -> dict:
     from edgeeff.fsio import sha256_of
     from edgeeff.train.detect_loop import read_coco
 
+    from edgeeff.data import voc
+
     data = read_coco(annotations)
-    digest = hashlib.sha256(f"annotations:{sha256_of(annotations)}\n".encode())
+    recorded = voc.digest(annotations) if Path(annotations).is_dir() else sha256_of(annotations)
+    digest = hashlib.sha256(f"annotations:{recorded}\n".encode())
     for im in sorted(data.images, key=lambda im: im.image_id):
         digest.update(f"{im.image_id}:{sha256_of(im.path)}\n".encode())
     return {"images": len(data.images), "sha256": digest.hexdigest()}
@@ -108,7 +113,10 @@ def run_detection_check(check, config, say: Callable[[str], None], error: type[E
     card, post = detection_card(row), post_processing(row)
     fp32 = coco_results(lambda x: np.asarray(reference.predict(x, verbose=0, batch_size=len(x))), images, row.image_size, card, post,
                         category_ids)
-    beside = Path(check.images).parent / "images"  # convert validates on the held-out photos when they sit beside the JSON
+    from edgeeff.data import voc
+
+    # convert validates on the held-out photos: a VOC folder's images, or images/ beside a COCO JSON
+    beside = voc.images_root(check.images) if Path(check.images).is_dir() else Path(check.images).parent / "images"
     validation_images = beside if beside.is_dir() else None
     rows = []
     for target in check.targets:

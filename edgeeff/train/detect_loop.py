@@ -112,18 +112,32 @@ class DetectionSet:
 
 
 def read_coco(dataset: str | Path, images_root: str | Path | None = None) -> DetectionSet:
-    """Read and check a COCO detection file; every failure is one line that says what to fix.
+    """Read and check a COCO detection file, or a Pascal VOC folder read as one (``edgeeff.data.voc``);
+    every failure is one line that says what to fix.
 
     Crowd annotations are left out of training (COCO marks groups it did not box one by one); images
     listed but missing on disk are an error, not a silent skip, since their boxes would vanish.
     """
+    from edgeeff.data import voc
+
     path = Path(dataset)
-    if not path.is_file():
-        raise DetectTrainError(f"detection annotations not found: {path} (give a COCO JSON, e.g. one written by edgeeff's generator)")
-    try:
-        coco = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DetectTrainError(f"{path} is not JSON ({exc}); give a COCO detection file") from None
+    if path.is_dir():
+        if not voc.is_voc(path):
+            raise DetectTrainError(f"{path} is a folder without Pascal VOC annotations (Annotations/*.xml); give a COCO JSON "
+                                   "or a VOC folder")
+        try:
+            coco = voc.read(path)
+        except voc.VocError as exc:
+            raise DetectTrainError(str(exc)) from None
+        images_root = images_root if images_root is not None else voc.images_root(path)
+    elif not path.is_file():
+        raise DetectTrainError(f"detection annotations not found: {path} (give a COCO JSON, e.g. one written by edgeeff's generator, "
+                               "or a Pascal VOC folder)")
+    else:
+        try:
+            coco = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DetectTrainError(f"{path} is not JSON ({exc}); give a COCO detection file") from None
     missing_keys = [k for k in ("images", "annotations", "categories") if not isinstance(coco, dict) or k not in coco]
     if missing_keys:
         raise DetectTrainError(f"{path} is not a COCO detection file: it has no {', '.join(missing_keys)}")
