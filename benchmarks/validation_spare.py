@@ -56,7 +56,7 @@ def main() -> int:
     if sys.argv[1:] == ["--render"]:
         render(json.loads((RESULTS / "validation_spare.json").read_text()))
         return 0
-    from edgeeff import fsio, report
+    from edgeeff import fsio
     from edgeeff.convert import AGREEMENT_GATE_MIN_IMAGES, MIN_AGREEMENT, SPARE_VALIDATION, convert, validation_samples
     from edgeeff.data.images import list_samples, write_list
     from edgeeff.devices.cpu import int8_features, local_profile

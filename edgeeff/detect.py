@@ -92,13 +92,49 @@ def choose_detector_weights(row: Detector, weights: str | Path | None) -> tuple[
                        "'none', or nothing (backbone weights, untrained heads)")
 
 
+def backbone_layers(model, image_size: int) -> list:
+    """The detector's backbone layers: everything upstream of its C3-C5 endpoints (found as the builder
+    finds them), so freezing needs no list of names."""
+    import keras
+
+    from edgeeff.model.efficientdet import backbone_endpoints
+
+    ends = backbone_endpoints(model, image_size)
+    sub = keras.Model(model.inputs, [model.get_layer(name).output for name in ends.values()])
+    return [layer for layer in sub.layers if layer.weights]
+
+
+def load_backbone(model, row, weights: str) -> str:
+    """Copy the backbone variant's classifier weights (``weights``: a card name, ``imagenet``, a file,
+    or ``auto`` for the variant's default) into the detector's backbone by layer name; returns what
+    was loaded. Every backbone layer must be filled: a half-initialised backbone trains into nonsense."""
+    from edgeeff.api import build, choose_weights
+    from edgeeff.model.variants import VARIANTS
+    from edgeeff.weights.cards import default_weights_name
+    from edgeeff.weights.loaders import weights_of_model
+
+    variant = VARIANTS[row.backbone]
+    name = default_weights_name(variant) if weights == "auto" else weights
+    choice = choose_weights(variant, name)
+    pre = choice.preprocessing
+    if tuple(pre.mean) != tuple(row.mean) or tuple(pre.std) != tuple(row.std):
+        raise WeightsError(f"weights {choice.label} expect mean {pre.mean} / std {pre.std}, {row.name} normalises with "
+                               f"{row.mean} / {row.std}; pick weights made for this backbone or --weights none")
+    table = weights_of_model(build(variant, weights=name, classifier_activation=None))
+    for layer in backbone_layers(model, row.image_size):
+        arrays = table.get(layer.name)
+        if arrays is None or [a.shape for a in arrays] != [tuple(w.shape) for w in layer.weights]:
+            raise WeightsError(f"weights {choice.label} do not fit backbone layer {layer.name} of {row.name}")
+        layer.set_weights(arrays)
+    return choice.label
+
+
 def build_reference(row: Detector, chosen: DetectorWeights, seed: int = 0):
     """The Keras detector (two outputs) with the chosen weights; the heads' initialisation is seeded,
     so an untrained detector is rebuilt identically for validation and for later comparisons."""
     import keras
 
     from edgeeff.model.efficientdet import build_detector
-    from edgeeff.train.detect_loop import load_backbone
 
     keras.utils.set_random_seed(seed)
     model = build_detector(row, num_classes=chosen.num_classes, weights=str(chosen.file) if chosen.file else None)

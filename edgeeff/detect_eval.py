@@ -146,7 +146,7 @@ def run_detect_eval(job, device, progress_console=None, before_loading=lambda: N
     from edgeeff.detection_metrics import coco_scores
     from edgeeff.fsio import sha256_of
     from edgeeff.model.efficientdet import split_raw
-    from edgeeff.train.detect_loop import read_coco
+    from edgeeff.data.coco import read_coco
 
     refuse_inputs(job)
     folder = Path(job.artifact)

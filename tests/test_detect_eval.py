@@ -14,7 +14,7 @@ from edgeeff.detect_eval import NO_CATEGORIES_NOTE, category_ids, image_results
 from edgeeff.detection_agreement import Detections
 from edgeeff.detection_metrics import coco_scores
 from edgeeff.errors import EdgeeffError
-from edgeeff.train.detect_loop import DetectionImage
+from edgeeff.data.coco import DetectionImage
 
 
 def test_a_box_in_a_2x_letterbox_maps_back_exactly_with_its_category_id():

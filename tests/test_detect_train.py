@@ -130,14 +130,15 @@ def test_bad_inputs_fail_in_one_line_before_training(tiny_set, tmp_path):
     from click.testing import CliRunner
 
     from edgeeff.cli import Group, train_detect
+    from edgeeff.data.coco import DetectionDataError
     from edgeeff.train.detect_loop import DetectTrainError, DetectTrainConfig, prepare_detect_run
 
-    with pytest.raises(DetectTrainError, match="not found"):
+    with pytest.raises(DetectionDataError, match="not found"):
         prepare_detect_run(DetectTrainConfig("lite0", str(tmp_path / "none.json")), tmp_path / "run")
     broken = json.loads(tiny_set.read_text())
     broken["images"][0]["file_name"] = "images/gone.png"
     (tmp_path / "broken.json").write_text(json.dumps(broken))
-    with pytest.raises(DetectTrainError, match="missing.*--images-root"):
+    with pytest.raises(DetectionDataError, match="missing.*--images-root"):
         prepare_detect_run(DetectTrainConfig("lite0", str(tmp_path / "broken.json"), images_root=str(tiny_set.parent)), tmp_path / "run")
     with pytest.raises(DetectTrainError, match="multiple of 8"):
         prepare_detect_run(DetectTrainConfig("lite0", str(tiny_set), image_size=100), tmp_path / "run")
@@ -152,7 +153,8 @@ def test_bad_inputs_fail_in_one_line_before_training(tiny_set, tmp_path):
 
 
 def test_split_is_seeded_disjoint_and_complete(tiny_set):
-    from edgeeff.train.detect_loop import read_coco, split_images
+    from edgeeff.data.coco import read_coco
+    from edgeeff.train.detect_loop import split_images
 
     data = read_coco(tiny_set)
     train, held = split_images(data.images, 0.25, seed=0)
@@ -167,7 +169,8 @@ def test_batch_norm_statistics_are_re_estimated_as_a_plain_average(tiny_set):
     the moving variance the average of the batch variances; a frozen norm and the momenta stay."""
     import keras
 
-    from edgeeff.train.detect_loop import image_batches, read_coco, recompute_batch_norm
+    from edgeeff.data.coco import read_coco
+    from edgeeff.train.detect_loop import image_batches, recompute_batch_norm
 
     images = list(read_coco(tiny_set).images)
     inputs = keras.Input((SIZE, SIZE, 3))
@@ -193,7 +196,8 @@ def test_two_epochs_interrupted_resumed_and_scored(tiny_set, tmp_path, monkeypat
     import keras
 
     from edgeeff.model.efficientdet import build_detector
-    from edgeeff.train.detect_loop import backbone_layers, detector_row, train_detector
+    from edgeeff.detect import backbone_layers
+    from edgeeff.train.detect_loop import detector_row, train_detector
     from edgeeff.train.loop import STOP_AFTER_ENV
 
     run = tmp_path / "run"

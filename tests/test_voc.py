@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 from edgeeff.data import voc
 from edgeeff.detection_metrics import coco_scores
-from edgeeff.train.detect_loop import DetectTrainError, read_coco
+from edgeeff.data.coco import DetectionDataError, read_coco
 
 NAMES = ("dog", "cat", "person")  # VOC classes: canonical ids 12, 8, 15
 
@@ -85,15 +85,15 @@ def test_pycocotools_scores_a_voc_folder_as_the_same_set_in_coco_json(tmp_path):
 def test_bad_voc_folders_are_refused_in_one_line(tmp_path):
     folder = write_voc(tmp_path / "voc", OBJECTS[:1])
     (folder / "Annotations" / "0000.xml").write_text("<annotation><filename>0000.jpg</filename>")
-    with pytest.raises(DetectTrainError, match="0000.xml is not valid XML"):
+    with pytest.raises(DetectionDataError, match="0000.xml is not valid XML"):
         read_coco(folder)
     (folder / "Annotations" / "0000.xml").write_text("<annotation><filename>0000.jpg</filename><size><width>20</width>"
                                                       "<height>20</height></size><object><name>dog</name><bndbox><xmin>9</xmin>"
                                                       "<ymin>1</ymin><xmax>2</xmax><ymax>5</ymax></bndbox></object></annotation>")
-    with pytest.raises(DetectTrainError, match="xmax < xmin"):
+    with pytest.raises(DetectionDataError, match="xmax < xmin"):
         read_coco(folder)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DetectTrainError, match="without Pascal VOC annotations"):
+    with pytest.raises(DetectionDataError, match="without Pascal VOC annotations"):
         read_coco(tmp_path / "empty")
     assert_one_line_error(run_cli("train-detect", "--detector", "efficientdet-lite0", "--data", str(folder), "--out",
                                   str(tmp_path / "run")), "0000.xml", "xmax < xmin")

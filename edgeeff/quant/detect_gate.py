@@ -49,7 +49,7 @@ def refusal(check, error: type[EdgeeffError]) -> None:
 def evaluation_manifest(annotations: Path) -> dict:
     """What a detection drop was measured on: the annotations file and every image it lists."""
     from edgeeff.fsio import sha256_of
-    from edgeeff.train.detect_loop import read_coco
+    from edgeeff.data.coco import read_coco
 
     from edgeeff.data import voc
 
@@ -92,7 +92,7 @@ def run_detection_check(check, config, say: Callable[[str], None], error: type[E
     from edgeeff.detection_metrics import paired_map_drop
     from edgeeff.model.detectors import get_detector
     from edgeeff.model.efficientdet import raw_output_model
-    from edgeeff.train.detect_loop import read_coco
+    from edgeeff.data.coco import read_coco
 
     refusal(check, error)
     data = read_coco(check.images)

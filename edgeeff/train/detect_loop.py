@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import time
 import warnings
@@ -42,6 +41,8 @@ import numpy as np
 from edgeeff import fsio
 from edgeeff.errors import EdgeeffError
 from edgeeff.train import rundir
+from edgeeff.data.coco import DetectionImage, read_coco
+from edgeeff.detect import backbone_layers, load_backbone
 from edgeeff.train.loop import STOP_AFTER_ENV
 
 REFERENCE_BATCH = 64  # the reference's learning rate is per 64 images
@@ -82,91 +83,6 @@ class DetectTrainConfig:
     steps_per_epoch: int | None = None
     flip: bool = True
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class DetectionImage:
-    """One annotated image: where it is, its size, and its boxes as COCO [x, y, w, h] with category ids."""
-
-    image_id: int
-    path: Path
-    height: int
-    width: int
-    bboxes: tuple[tuple[float, float, float, float], ...]
-    category_ids: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class DetectionSet:
-    """A COCO file read and checked: its categories in id order, and its images."""
-
-    coco: dict
-    categories: tuple[dict, ...]
-    images: tuple[DetectionImage, ...]
-
-    def subset(self, image_ids) -> dict:
-        """The COCO dict restricted to ``image_ids``: the ground truth a held-out split is scored against."""
-        keep = set(image_ids)
-        return {**self.coco, "images": [im for im in self.coco["images"] if im["id"] in keep],
-                "annotations": [a for a in self.coco["annotations"] if a["image_id"] in keep]}
-
-
-def read_coco(dataset: str | Path, images_root: str | Path | None = None) -> DetectionSet:
-    """Read and check a COCO detection file, or a Pascal VOC folder read as one (``edgeeff.data.voc``);
-    every failure is one line that says what to fix.
-
-    Crowd annotations are left out of training (COCO marks groups it did not box one by one); images
-    listed but missing on disk are an error, not a silent skip, since their boxes would vanish.
-    """
-    from edgeeff.data import voc
-
-    path = Path(dataset)
-    if path.is_dir():
-        if not voc.is_voc(path):
-            raise DetectTrainError(f"{path} is a folder without Pascal VOC annotations (Annotations/*.xml); give a COCO JSON "
-                                   "or a VOC folder")
-        try:
-            coco = voc.read(path)
-        except voc.VocError as exc:
-            raise DetectTrainError(str(exc)) from None
-        images_root = images_root if images_root is not None else voc.images_root(path)
-    elif not path.is_file():
-        raise DetectTrainError(f"detection annotations not found: {path} (give a COCO JSON, e.g. one written by edgeeff's generator, "
-                               "or a Pascal VOC folder)")
-    else:
-        try:
-            coco = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DetectTrainError(f"{path} is not JSON ({exc}); give a COCO detection file") from None
-    missing_keys = [k for k in ("images", "annotations", "categories") if not isinstance(coco, dict) or k not in coco]
-    if missing_keys:
-        raise DetectTrainError(f"{path} is not a COCO detection file: it has no {', '.join(missing_keys)}")
-    categories = tuple(sorted(coco["categories"], key=lambda c: c["id"]))
-    if not categories:
-        raise DetectTrainError(f"{path} lists no categories")
-    known = {c["id"] for c in categories}
-    root = Path(images_root) if images_root is not None else path.parent
-    by_image: dict[int, list[dict]] = {}
-    for ann in coco["annotations"]:
-        if ann.get("category_id") not in known:
-            raise DetectTrainError(f"{path}: annotation {ann.get('id')} has category {ann.get('category_id')}, not among {sorted(known)}")
-        if not ann.get("iscrowd", 0):
-            by_image.setdefault(ann["image_id"], []).append(ann)
-    images, absent = [], []
-    for im in coco["images"]:
-        file = root / im["file_name"]
-        if not file.is_file():
-            absent.append(file)
-            continue
-        anns = by_image.get(im["id"], [])
-        images.append(DetectionImage(int(im["id"]), file, int(im["height"]), int(im["width"]),
-                                     tuple(tuple(float(v) for v in a["bbox"]) for a in anns),
-                                     tuple(int(a["category_id"]) for a in anns)))
-    if absent:
-        raise DetectTrainError(f"{len(absent)} image(s) of {path} are missing, first {absent[0]}; pass --images-root DIR if they live elsewhere")
-    if not images:
-        raise DetectTrainError(f"{path} lists no images")
-    return DetectionSet(coco, categories, tuple(images))
 
 
 def split_images(images, val_fraction: float, seed: int) -> tuple[list, list]:
@@ -248,43 +164,6 @@ def detect_dataset(images: list[DetectionImage], size: int, anchors: np.ndarray,
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.map(load, num_parallel_calls=autotune)
     return ds.batch(batch, drop_remainder=training).prefetch(autotune)
-
-
-def backbone_layers(model, image_size: int) -> list:
-    """The detector's backbone layers: everything upstream of its C3-C5 endpoints (found as the builder
-    finds them), so freezing needs no list of names."""
-    import keras
-
-    from edgeeff.model.efficientdet import backbone_endpoints
-
-    ends = backbone_endpoints(model, image_size)
-    sub = keras.Model(model.inputs, [model.get_layer(name).output for name in ends.values()])
-    return [layer for layer in sub.layers if layer.weights]
-
-
-def load_backbone(model, row, weights: str) -> str:
-    """Copy the backbone variant's classifier weights (``weights``: a card name, ``imagenet``, a file,
-    or ``auto`` for the variant's default) into the detector's backbone by layer name; returns what
-    was loaded. Every backbone layer must be filled: a half-initialised backbone trains into nonsense."""
-    from edgeeff.api import build, choose_weights
-    from edgeeff.model.variants import VARIANTS
-    from edgeeff.weights.cards import default_weights_name
-    from edgeeff.weights.loaders import weights_of_model
-
-    variant = VARIANTS[row.backbone]
-    name = default_weights_name(variant) if weights == "auto" else weights
-    choice = choose_weights(variant, name)
-    pre = choice.preprocessing
-    if tuple(pre.mean) != tuple(row.mean) or tuple(pre.std) != tuple(row.std):
-        raise DetectTrainError(f"weights {choice.label} expect mean {pre.mean} / std {pre.std}, {row.name} normalises with "
-                               f"{row.mean} / {row.std}; pick weights made for this backbone or --weights none")
-    table = weights_of_model(build(variant, weights=name, classifier_activation=None))
-    for layer in backbone_layers(model, row.image_size):
-        arrays = table.get(layer.name)
-        if arrays is None or [a.shape for a in arrays] != [tuple(w.shape) for w in layer.weights]:
-            raise DetectTrainError(f"weights {choice.label} do not fit backbone layer {layer.name} of {row.name}")
-        layer.set_weights(arrays)
-    return choice.label
 
 
 @dataclass
