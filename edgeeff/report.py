@@ -24,7 +24,7 @@ from edgeeff.kit import probe as kit_probe
 PERCENT_KEYS = frozenset({
     "agreement", "top1", "top5", "top1_fp32", "reference_top1", "top1_agreement", "fp32_top1", "quantized_top1",
     "top1_keras", "top1_artifact", "probability", "val_accuracy", "accuracy", "speedup_kept", "local_agreement", "params_vs_published",
-    "map", "ap50", "ap75", "reference_map", "boxes_found_again", "class_ap", "reference_class_ap", "boxes_matched",
+    "map", "ap50", "ap75", "reference_map", "boxes_found_again", "class_ap", "reference_class_ap", "boxes_matched", "map_vs_reference",
 })
 RATIO_KEYS = frozenset({"speedup_vs_fp32", "speedup", "speedup_plain_int8", "speedup_budgeted", "ratio"})
 COSINE_KEYS = frozenset({"cosine", "mean_cosine"})
@@ -66,7 +66,7 @@ def fmt(value: Any, key: str | None = None, row: dict | None = None) -> str:
             return f"{value:,.2f}"
         if key == "seconds" or key.endswith("_seconds"):
             return f"{value:,.1f}"
-        if key in COSINE_KEYS or key.endswith("_cosine"):
+        if key in COSINE_KEYS or key.endswith("_cosine") or key.endswith("_iou_mean"):
             return f"{value:.4f}"
         if key in ("mean_kl", "max_rel_diff"):
             return f"{value:.2e}"
