@@ -8,7 +8,8 @@ Reads (and never re-measures) the records under benchmarks/results/:
 - ``int8_recipes_vnni.json`` (``setting == recipe``): Intel Xeon with AVX-512 VNNI, Lite0-2,
   200 calibration photos, 290 held out;
 - ``validation_spare.json`` (healthy rows): AMD EPYC with AVX-512 VNNI, Lite0, 200 calibration
-  photos chosen from the whole sample, the 300 others held out (no latency measured);
+  photos chosen from the whole sample, the 300 others held out; the speed-up from
+  ``bench_lite0_epyc_vnni.json`` (``edgeeff bench`` with the same calibration, so the same artifacts);
 - ``emulated_rpi*.json``: the emulated Raspberry Pi 5 (Cortex-A76 under qemu-user, ARM builds of
   LiteRT and onnxruntime running artifacts converted on x86), 200 photos; latency under emulation
   means nothing, so none is given.
@@ -47,11 +48,14 @@ def rows() -> list[dict]:
                         "recipe": _options(r["options"]), "images": xeon["held_out_images"], "agreement": r["agreement"],
                         "drop_points": r["drop_points"], "speedup_vs_fp32": r["speedup_vs_fp32"], "source": "int8_recipes_vnni.json"})
     epyc = json.loads((RESULTS / "validation_spare.json").read_text())
+    bench = {r["target"]: r for r in json.loads((RESULTS / "bench_lite0_epyc_vnni.json").read_text())["rows"]}
     for r in epyc["rows"]:
         if r["artifact"] == "healthy":
+            timed = bench.get(r["target"], {})
             out.append({"cpu": epyc["cpu"], "profile": epyc["cpu_profile"], "variant": "lite0", "target": r["target"],
                         "recipe": _options(r["options"]), "images": r["held_out_images"], "agreement": r["held_out_agreement"],
-                        "drop_points": r["held_out_drop_points"], "speedup_vs_fp32": None, "source": "validation_spare.json"})
+                        "drop_points": r["held_out_drop_points"], "speedup_vs_fp32": timed.get("speedup_vs_fp32"),
+                        "source": "validation_spare.json" + (", bench_lite0_epyc_vnni.json" if timed else "")})
     for path in sorted(RESULTS.glob("emulated_rpi*.json")):
         emu = json.loads(path.read_text())
         for r in emu["rows"]:
@@ -70,8 +74,8 @@ def main() -> int:
     fsio.write_text(RESULTS / "int8_per_cpu.json", json.dumps({"rows": table}, indent=2) + "\n")
     md = ["Int8 with each CPU's recipe, from the records (`benchmarks/int8_per_cpu.py`; the source column names each). Agreement: "
           "top-1 with the Keras fp32 model on photos calibration did not use; drop: fp32 minus int8 top-1 on the same photos; "
-          "x fp32: median latency of the same backend's fp32 artifact over the int8 one, side by side (not measured on the EPYC "
-          "with VNNI; meaningless under emulation). The emulated Pi runs the artifacts converted on x86 for VNNI (ARM's dot "
+          "x fp32: median latency of the same backend's fp32 artifact over the int8 one, side by side (meaningless under "
+          "emulation). The emulated Pi runs the artifacts converted on x86 for VNNI (ARM's dot "
           "product takes the same recipe).\n",
           report.to_markdown(table, [("variant", "variant"), ("target", "target"), ("cpu", "CPU"), ("profile", "profile"),
                                      ("recipe", "recipe"), ("images", "images"), ("agreement", "agreement"),
