@@ -70,14 +70,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgeeff-spare-") as tmp:
         tmp = Path(tmp)
         noise = noise_folder(tmp)
+        photos = list_samples(folder)
         for target in TARGETS:
             print(target, file=sys.stderr, flush=True)
             healthy = convert("lite0", target, out=tmp / "healthy", calibration=folder, require_valid=False)
             val = healthy["validation"]
             used = {f["name"] for f in healthy["calibration"]["files"]}
-            rest = [s for s in list_samples(folder) if s.path.name not in used]
+            rest = [s for s in photos if s.path.name not in used]
             # the photos validation used: the same seeded choice convert made
-            spare = validation_samples(None, [s for s in list_samples(folder) if s.path.name in used], folder, seed=0)
+            spare, _ = validation_samples(None, [s for s in photos if s.path.name in used], folder, seed=0)
             score = held_out(healthy["path"], rest)
             p_disagree = 1 - score["agreement"]
             rows.append({"target": target, "artifact": "healthy", "options": healthy["options"],

@@ -74,12 +74,12 @@ SPARE_VALIDATION = 100
 
 
 def validation_samples(images: str | Path | None, calibration_samples: Sequence[Sample] = (),
-                       calibration_source: str | Path | None = None, seed: int = 0) -> list[Sample]:
-    """Validation images: the given set; else up to ``SPARE_VALIDATION`` photos of the calibration
-    folder that calibration did not use, when there are enough to gate agreement on; else the
-    embedded photos not used for calibration."""
+                       calibration_source: str | Path | None = None, seed: int = 0) -> tuple[list[Sample], str]:
+    """Validation images and where they came from: the given set; else up to ``SPARE_VALIDATION``
+    photos of the calibration folder that calibration did not use, when there are enough to gate
+    agreement on; else the embedded photos not used for calibration."""
     if images is not None:
-        return list_samples(images)
+        return list_samples(images), str(images)
     used = {s.path.resolve() for s in calibration_samples}
     if calibration_source is not None:
         import random
@@ -87,10 +87,11 @@ def validation_samples(images: str | Path | None, calibration_samples: Sequence[
         spare = [s for s in list_samples(calibration_source) if s.path.resolve() not in used]
         if len(spare) >= AGREEMENT_GATE_MIN_IMAGES:
             random.Random(seed + 1).shuffle(spare)
-            return sorted(spare[:SPARE_VALIDATION], key=lambda s: str(s.path))
+            chosen = sorted(spare[:SPARE_VALIDATION], key=lambda s: str(s.path))
+            return chosen, f"{len(chosen)} photos of {calibration_source} that calibration did not use"
     names = {p.name for p in used}
     rest = [Sample(p, None) for p in bundled_photos() if p.name not in names]
-    return rest or [Sample(p, None) for p in bundled_photos()]
+    return rest or [Sample(p, None) for p in bundled_photos()], "embedded photos"
 
 
 # The last validation set's decoded batches and Keras logits, by what determines them. A budget
@@ -326,10 +327,10 @@ def convert(
         # An accelerator's artifact (Edge TPU) is validated through its CPU twin, the same int8 model
         # before compilation; the compiled file is checked on the device (`edgeeff eval --device`).
         runner = load_runner(spec, staging / details.get("cpu_twin", artifact.name), threads=None)
-        vsamples = eval_samples or validation_samples(None, calib.samples if calib else (), calibration, seed)
+        vsamples, validated_on = (eval_samples, str(images)) if eval_samples else validation_samples(
+            None, calib.samples if calib else (), calibration, seed)
         figures = subject.validate(runner, spec, vsamples)
-        figures["validated_on"] = (str(images) if eval_samples else "embedded photos" if vsamples[0].path.parent == bundled_photos()[0].parent
-                                   else f"{len(vsamples)} photos of {calibration} that calibration did not use")
+        figures["validated_on"] = validated_on
         leaked = details.get("unexpected_float_ops") if spec.precision == "int8" else None
         if leaked:
             figures["failures"].append(f"{len(leaked)} op(s) left in float: {', '.join(leaked[:3])}")

@@ -119,7 +119,7 @@ def load_backbone(model, row, weights: str) -> str:
     pre = choice.preprocessing
     if tuple(pre.mean) != tuple(row.mean) or tuple(pre.std) != tuple(row.std):
         raise WeightsError(f"weights {choice.label} expect mean {pre.mean} / std {pre.std}, {row.name} normalises with "
-                               f"{row.mean} / {row.std}; pick weights made for this backbone or --weights none")
+                           f"{row.mean} / {row.std}; pick weights made for this backbone or --weights none")
     table = weights_of_model(build(variant, weights=name, classifier_activation=None))
     for layer in backbone_layers(model, row.image_size):
         arrays = table.get(layer.name)

@@ -158,10 +158,7 @@ def run_detect_eval(job, device, progress_console=None, before_loading=lambda: N
     columns, notes = category_ids(meta, dataset.categories, str(annotations))
     resolution, card = meta["preprocessing"]["resolution"], PreprocessCard.from_dict(meta["preprocessing"])
     post = post_processing_of(meta)
-    from edgeeff.data import voc
-
-    root = voc.images_root(annotations) if annotations.is_dir() else annotations.parent
-    source = {"images": str(annotations.resolve()), "image_count": len(images), "images_root": str(root.resolve()),
+    source = {"images": str(annotations.resolve()), "image_count": len(images), "images_root": str(dataset.root.resolve()),
               "artifact": str(folder.resolve()), "artifact_sha256": sha256_of(folder / meta["artifact"]), "target": meta["target"],
               "weights": report.weights_text(meta["weights"]["label"])}
     name = f"{meta['variant'] or folder.name} {meta['target']}" + (f" on {device.name}" if device.name != "cpu" else "")

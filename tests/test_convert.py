@@ -171,15 +171,16 @@ def test_without_images_the_calibration_folders_spare_photos_validate(tmp_path, 
 
     folder = sample_images[0].parent
     used = list_samples(folder)[::3]
-    chosen = validation_samples(None, used, folder, seed=0)
+    chosen, origin = validation_samples(None, used, folder, seed=0)
     assert len(chosen) == SPARE_VALIDATION and not {s.path for s in chosen} & {s.path for s in used}
-    assert chosen == validation_samples(None, used, folder, seed=0) != validation_samples(None, used, folder, seed=1)
+    assert chosen == validation_samples(None, used, folder, seed=0)[0] != validation_samples(None, used, folder, seed=1)[0]
+    assert origin == f"{SPARE_VALIDATION} photos of {folder} that calibration did not use"
     few = tmp_path / "few"
     few.mkdir()
     for p in sample_images[: AGREEMENT_GATE_MIN_IMAGES + 9]:
         (few / p.name).symlink_to(p)
-    fallback = validation_samples(None, list_samples(few)[:10], few)
-    assert {s.path.parent for s in fallback} == {bundled_photos()[0].parent}
+    fallback, origin = validation_samples(None, list_samples(few)[:10], few)
+    assert {s.path.parent for s in fallback} == {bundled_photos()[0].parent} and origin == "embedded photos"
 
 
 @pytest.mark.slow  # one real conversion at 128 px (about 20 s)

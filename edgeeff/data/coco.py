@@ -30,11 +30,13 @@ class DetectionImage:
 
 @dataclass(frozen=True)
 class DetectionSet:
-    """A COCO file read and checked: its categories in id order, and its images."""
+    """A COCO file read and checked: its categories in id order, its images, and the folder their
+    ``file_name`` entries are under."""
 
     coco: dict
     categories: tuple[dict, ...]
     images: tuple[DetectionImage, ...]
+    root: Path
 
     def subset(self, image_ids) -> dict:
         """The COCO dict restricted to ``image_ids``: the ground truth a held-out split is scored against."""
@@ -56,7 +58,7 @@ def read_coco(dataset: str | Path, images_root: str | Path | None = None) -> Det
     if path.is_dir():
         if not voc.is_voc(path):
             raise DetectionDataError(f"{path} is a folder without Pascal VOC annotations (Annotations/*.xml); give a COCO JSON "
-                                   "or a VOC folder")
+                                     "or a VOC folder")
         try:
             coco = voc.read(path)
         except voc.VocError as exc:
@@ -64,7 +66,7 @@ def read_coco(dataset: str | Path, images_root: str | Path | None = None) -> Det
         images_root = images_root if images_root is not None else voc.images_root(path)
     elif not path.is_file():
         raise DetectionDataError(f"detection annotations not found: {path} (give a COCO JSON, e.g. one written by edgeeff's generator, "
-                               "or a Pascal VOC folder)")
+                                 "or a Pascal VOC folder)")
     else:
         try:
             coco = json.loads(path.read_text())
@@ -98,4 +100,12 @@ def read_coco(dataset: str | Path, images_root: str | Path | None = None) -> Det
         raise DetectionDataError(f"{len(absent)} image(s) of {path} are missing, first {absent[0]}; pass --images-root DIR if they live elsewhere")
     if not images:
         raise DetectionDataError(f"{path} lists no images")
-    return DetectionSet(coco, categories, tuple(images))
+    return DetectionSet(coco, categories, tuple(images), root)
+
+
+def annotations_digest(dataset: str | Path) -> str:
+    """sha256 of a set's annotations as given: the JSON file's bytes, or a VOC folder's XML files."""
+    from edgeeff.data import voc
+    from edgeeff.fsio import sha256_of
+
+    return voc.digest(dataset) if Path(dataset).is_dir() else sha256_of(dataset)

@@ -70,10 +70,11 @@ SETTLE_SECONDS = 0.25
 def serve_timings(invoke: Callable[[], Any], schedule: Schedule, lines: Iterator[str], write: Callable[[str], None]) -> None:
     """One side of a side-by-side timing: warm up, say ``ready``, then for each line ``N`` read, run
     untimed for ``SETTLE_SECONDS``, then at least ``N`` times timed (and for at least
-    ``SETTLE_SECONDS``), and write the timings (ns) as one JSON line. Artifacts compared in alternating blocks of runs, each in its own process waiting on its
-    pipe between blocks, run under the same machine state; two runtimes in one process do not work
-    for this: the idle one's threads compete with the timed one's (measured, two onnxruntime
-    sessions in one process: p90 twice the median)."""
+    ``SETTLE_SECONDS``), and write the timings (ns) as one JSON line. Artifacts compared in
+    alternating blocks of runs, each in its own process waiting on its pipe between blocks, run
+    under the same machine state; two runtimes in one process do not work for this: the idle one's
+    threads compete with the timed one's (measured, two onnxruntime sessions in one process: p90
+    twice the median)."""
     _warm_up(invoke, schedule)
     write("ready")
     for line in lines:

@@ -48,14 +48,11 @@ def refusal(check, error: type[EdgeeffError]) -> None:
 
 def evaluation_manifest(annotations: Path) -> dict:
     """What a detection drop was measured on: the annotations file and every image it lists."""
+    from edgeeff.data.coco import annotations_digest, read_coco
     from edgeeff.fsio import sha256_of
-    from edgeeff.data.coco import read_coco
-
-    from edgeeff.data import voc
 
     data = read_coco(annotations)
-    recorded = voc.digest(annotations) if Path(annotations).is_dir() else sha256_of(annotations)
-    digest = hashlib.sha256(f"annotations:{recorded}\n".encode())
+    digest = hashlib.sha256(f"annotations:{annotations_digest(annotations)}\n".encode())
     for im in sorted(data.images, key=lambda im: im.image_id):
         digest.update(f"{im.image_id}:{sha256_of(im.path)}\n".encode())
     return {"images": len(data.images), "sha256": digest.hexdigest()}
