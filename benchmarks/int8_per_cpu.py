@@ -10,6 +10,9 @@ Reads (and never re-measures) the records under benchmarks/results/:
 - ``validation_spare.json`` (healthy rows): AMD EPYC with AVX-512 VNNI, Lite0, 200 calibration
   photos chosen from the whole sample, the 300 others held out; the speed-up from
   ``bench_lite0_epyc_vnni.json`` (``edgeeff bench`` with the same calibration, so the same artifacts);
+- ``int8_emulated_avx2.json`` (the AVX2 recipe rows): the same artifacts' AVX2 kernels, run under
+  qemu-user emulating an Intel Haswell (``benchmarks/int8_emulated_avx2.py``), 200 calibration
+  photos, 300 held out;
 - ``emulated_rpi*.json``: the emulated Raspberry Pi 5 (Cortex-A76 under qemu-user, ARM builds of
   LiteRT and onnxruntime running artifacts converted on x86), 200 photos; latency under emulation
   means nothing, so none is given.
@@ -63,6 +66,14 @@ def rows() -> list[dict]:
                 out.append({"cpu": "emulated Raspberry Pi 5 (Cortex-A76, qemu-user)", "profile": "arm64-dotprod", "variant": emu["variant"],
                             "target": r["target"], "recipe": "x86 artifact", "images": r["images"], "agreement": r["agreement_keras"],
                             "drop_points": 100 * (r["reference_top1"] - r["top1"]), "speedup_vs_fp32": None, "source": path.name})
+    emulated_avx2 = RESULTS / "int8_emulated_avx2.json"
+    if emulated_avx2.exists():
+        haswell = json.loads(emulated_avx2.read_text())
+        for r in haswell["rows"]:
+            if r["label"] == "avx2 recipe":
+                out.append({"cpu": f"emulated Intel Haswell ({haswell['qemu_cpu']}, qemu-user)", "profile": "avx2", "variant": haswell["variant"],
+                            "target": r["target"], "recipe": _options(r["options"]), "images": r["images"], "agreement": r["emulated_agreement"],
+                            "drop_points": r["emulated_drop_points"], "speedup_vs_fp32": None, "source": emulated_avx2.name})
     order = {t: i for i, t in enumerate(INT8)}
     return sorted(out, key=lambda r: (r["variant"], order[r["target"]]))
 
@@ -76,7 +87,8 @@ def main() -> int:
           "top-1 with the Keras fp32 model on photos calibration did not use; drop: fp32 minus int8 top-1 on the same photos; "
           "x fp32: median latency of the same backend's fp32 artifact over the int8 one, side by side (meaningless under "
           "emulation). The emulated Pi runs the artifacts converted on x86 for VNNI (ARM's dot "
-          "product takes the same recipe).\n",
+          "product takes the same recipe); the emulated Haswell runs the AVX2 recipes' artifacts on the AVX2 kernels "
+          "(`int8_emulated_avx2.md`).\n",
           report.to_markdown(table, [("variant", "variant"), ("target", "target"), ("cpu", "CPU"), ("profile", "profile"),
                                      ("recipe", "recipe"), ("images", "images"), ("agreement", "agreement"),
                                      ("drop_points", "top-1 drop (points)"), ("speedup_vs_fp32", "x fp32"), ("source", "source")])]

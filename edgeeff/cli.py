@@ -1259,7 +1259,7 @@ DETECT_SETTINGS = ("detector", "data", "images_root", "val", "val_images_root", 
 @click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--lr", type=float, default=0.08, show_default=True, help="Peak learning rate per 64 images (scaled linearly with --batch).")
-@click.option("--image-size", type=click.IntRange(64), default=None, help="Train and score at this input size instead of the detector's.")
+@click.option("--image-size", type=click.IntRange(1), default=None, help="Train and score at this input size instead of the detector's (a multiple of 8, at least 128: sizes convert takes).")
 @click.option("--weights", default="auto", show_default=True,
               help="Backbone start: auto (the backbone's real weights), a card name, imagenet, a file, or none (random).")
 @click.option("--train-backbone", is_flag=True, help="Train the backbone too (default: frozen).")

@@ -58,6 +58,19 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     )
 
 
+def noise_photos(folder: Path, count: int, size: int) -> Path:
+    """``count`` seeded uniform-noise PNGs in ``folder`` (made here): calibrating on them gives activation
+    ranges no real photo has, the broken artifact that validation must refuse."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"noise{i:02d}.png")
+    return folder
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int = 2) -> None:
     err = result.stderr.strip()
     assert result.returncode == code, f"exit {result.returncode}, stderr: {err[-2000:]}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, noise_photos, run_cli
 from edgeeff.convert import convert
 from edgeeff.data.images import list_samples, split, write_list
 from edgeeff.errors import EdgeeffError
@@ -225,14 +225,7 @@ def test_overlap_is_found_by_content_under_other_names(tmp_path, lists):
 def test_an_invalid_artifact_is_refused_and_leaves_nothing(tmp_path, lists, sample_images):
     """Real Lite0 calibrated on noise, validated on 60 photos (>= 50: agreement is gated): it fails
     validation, exit 1 with the failures in one line, and --out holds nothing, staging included."""
-    import numpy as np
-    from PIL import Image
-
-    noise = tmp_path / "noise"
-    noise.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(noise / f"noise{i}.png")
+    noise = noise_photos(tmp_path / "noise", 8, 96)
     _calib, evaluation = split(list_samples(sample_images[0].parent), 0.4, seed=0)
     images = write_list(evaluation[:60], tmp_path / "eval60.txt")
     out = tmp_path / "out"

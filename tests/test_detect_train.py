@@ -142,6 +142,8 @@ def test_bad_inputs_fail_in_one_line_before_training(tiny_set, tmp_path):
         prepare_detect_run(DetectTrainConfig("lite0", str(tmp_path / "broken.json"), images_root=str(tiny_set.parent)), tmp_path / "run")
     with pytest.raises(DetectTrainError, match="multiple of 8"):
         prepare_detect_run(DetectTrainConfig("lite0", str(tiny_set), image_size=100), tmp_path / "run")
+    with pytest.raises(DetectTrainError, match="at least 128"):  # convert's own rule: no run it could not deploy
+        prepare_detect_run(DetectTrainConfig("lite0", str(tiny_set), image_size=64), tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing written for bad input
 
     group = Group(commands={"train-detect": train_detect})

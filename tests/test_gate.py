@@ -4,11 +4,9 @@ quantization, and refuses what it cannot judge (exit 2, one line)."""
 import json
 import shutil
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, noise_photos, run_cli
 from edgeeff.data.images import list_samples, split, write_list
 from edgeeff.quant.gate import manifest
 
@@ -19,11 +17,7 @@ REAL_SMALL = "lite0:resolution=128"
 def data(tmp_path_factory, sample_images):
     folder = tmp_path_factory.mktemp("gate-data")
     calib, evaluation = split(list_samples(sample_images[0].parent), 0.4, seed=0)
-    noise_dir = folder / "noise"
-    noise_dir.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)).save(noise_dir / f"noise{i}.png")
+    noise_dir = noise_photos(folder / "noise", 8, 160)
     return {"calib": write_list(calib[:32], folder / "calib.txt"), "eval": write_list(evaluation[:60], folder / "eval.txt"),
             "noise": noise_dir}
 

@@ -108,3 +108,61 @@ def test_this_machine_has_a_profile_and_targets_show_its_recipes():
     rows = json.loads(run_cli("targets", "--json", "-").stdout)["rows"]
     onnx = next(r for r in rows if r["target"] == "onnx-int8")
     assert recipe_for("onnx-int8", profile).options["quant_types"] in onnx["recipe"]
+
+
+EMULATED_RUN = """
+import sys, numpy as np
+from numpy._core._multiarray_umath import __cpu_features__ as features
+from edgeeff.artifact import open_artifact
+assert features["AVX2"] and not features.get("AVX512F"), {k: features.get(k) for k in ("AVX2", "AVX512F")}
+np.save(sys.argv[3], np.asarray(open_artifact(sys.argv[1])[1].predict(np.load(sys.argv[2]))))
+"""
+
+
+@pytest.mark.slow  # two real Lite0 conversions and two runs under qemu (about 90 s)
+def test_full_range_int8_weights_saturate_on_an_avx2_cpu_and_the_avx2_recipe_does_not(tmp_path, sample_images):
+    """The premise of the recipe table, on the AVX2 kernels themselves: qemu-user emulating a Haswell
+    (AVX2, no AVX-512, no VNNI) makes onnxruntime choose its AVX2 u8s8 kernels, whose int16 pair sums
+    qemu carries out exactly. The AVX2 recipe's 7-bit weights give the same logits there as on a CPU
+    with int8 dot products; the VNNI recipe's full-range weights do not, and a runner on AVX2 says so."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from edgeeff.artifact import open_artifact
+    from edgeeff.data.preprocess import PreprocessCard, load_image
+
+    qemu = shutil.which("qemu-x86_64-static")
+    if qemu is None:
+        if os.environ.get("CI"):
+            pytest.fail("qemu-x86_64-static is missing: .ci/run installs Debian's qemu-user-static")
+        pytest.skip("no qemu-x86_64-static here (apt-get install qemu-user-static)")
+    if not local_profile().int8_dot:
+        pytest.skip("this CPU has no int8 dot products: the host's own outputs already saturate")
+    photos = sample_images[1::50]  # 10 real photos
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    for photo in sample_images[::25]:
+        if photo not in photos:
+            (calibration / photo.name).symlink_to(photo)
+    logits = {}
+    for cpu in ("avx2", "vnni"):
+        done = run_cli("convert", "--variant", "lite0", "--target", "onnx-int8", "--for-cpu", cpu, "--calibration", str(calibration),
+                       "--out", str(tmp_path / cpu), "--json", str(tmp_path / f"{cpu}.json"))
+        assert done.returncode == 0, done.stderr[-2000:]
+        folder = json.loads((tmp_path / f"{cpu}.json").read_text())["metadata"]["path"]
+        meta, runner = open_artifact(folder)
+        card = PreprocessCard.from_dict(meta["preprocessing"])
+        pixels = np.stack([load_image(p, meta["preprocessing"]["resolution"], card) for p in photos])
+        np.save(tmp_path / "pixels.npy", pixels)
+        emulated = subprocess.run([qemu, "-cpu", "Haswell-v4", sys.executable, "-c", EMULATED_RUN, folder, str(tmp_path / "pixels.npy"),
+                                   str(tmp_path / f"{cpu}-avx2.npy")], capture_output=True, text=True, timeout=600)
+        assert emulated.returncode == 0, emulated.stderr[-2000:]
+        logits[cpu] = (np.asarray(runner.predict(pixels)), np.load(tmp_path / f"{cpu}-avx2.npy"), meta["options"])
+    here, avx2, options = logits["avx2"]
+    assert np.array_equal(here, avx2)  # 7-bit weights: the same integers with or without VNNI
+    assert saturation_warning("onnx-int8", options, named("avx2")) is None
+    here, avx2, options = logits["vnni"]
+    assert np.abs(here - avx2).max() > 0.1 * np.abs(here).max()  # full-range weights: AVX2's int16 pair sums saturate
+    assert "--for-cpu avx2" in saturation_warning("onnx-int8", options, named("avx2"))

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import onnx
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, noise_photos, run_cli
 from edgeeff.model import blockmap
 from edgeeff.api import build
 from edgeeff.convert import convert
@@ -48,6 +48,13 @@ def test_units_follow_the_keras_names():
     assert blockmap.layer_groups(b0)["block1a_se_expand"] == ["block1a_se_expand", "block1a_se_excite"]
     cheapest_first = blockmap.layer_macs(b0)["block2a"]
     assert [m for _, m in cheapest_first] == sorted(m for _, m in cheapest_first) and len(cheapest_first) == 5  # expand, dw, SE x2, project
+
+
+def test_a_detector_is_named_as_one_where_a_classifier_is_needed(tmp_path):
+    """Sensitivity and the budget take classifiers; a detector's name gets that said, not "unknown variant"."""
+    for args in (("sensitivity", "--variant", "efficientdet-lite0", "--images", str(tmp_path)),
+                 ("calibrate-sweep", "--variant", "efficientdet-d0", "--calibration", str(tmp_path), "--images", str(tmp_path))):
+        assert_one_line_error(run_cli(*args), "is a detector", "convert, eval, bench")
 
 
 def test_onnx_blocks_include_their_fused_convolutions(tmp_path):
@@ -135,14 +142,7 @@ def test_budget_that_no_ranked_block_can_meet_writes_nothing(tmp_path, lists):
     """Calibrated on noise, int8 Lite0 disagrees with fp32 on most photos (the gate test's noise
     artifact: agreement far under 0.8); one block in float cannot bring 20 of 20 back. Exit 2, one
     line, every trial removed."""
-    import numpy as np
-    from PIL import Image
-
-    noise = tmp_path / "noise"
-    noise.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(noise / f"noise{i}.png")
+    noise = noise_photos(tmp_path / "noise", 8, 96)
     ranking = tmp_path / "ranking.json"
     ranking.write_text(json.dumps({"ranking": ["block6a"]}))
     out = tmp_path / "none"

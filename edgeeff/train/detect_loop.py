@@ -51,7 +51,6 @@ WEIGHT_DECAY = 4e-5
 CLIP_NORM = 10.0
 WARMUP_FRACTION = 0.1  # of the initial rate, where the warm-up starts (reference: lr_warmup_init 0.008 for 0.08)
 BN_BATCHES = 50  # training batches averaged to re-estimate batch-norm statistics at the end
-MIN_IMAGE_SIZE = 64  # below this P7 has no pixel to sit on at the default levels
 DETECT_PLOT = "training.png"
 
 
@@ -98,15 +97,18 @@ def split_images(images, val_fraction: float, seed: int) -> tuple[list, list]:
 
 
 def detector_row(name: str, image_size: int | None):
-    """The registry row, at ``image_size`` when given (smaller inputs: same network, fewer anchors)."""
-    from edgeeff.model.detectors import get_detector
+    """The registry row, at ``image_size`` when given (smaller inputs: same network, fewer anchors).
+    The size rule is the registry's (``at_size``), the one convert applies when it reads the run: a
+    run trained at a size convert refuses would be a run nobody can deploy."""
+    from edgeeff.errors import EdgeeffError
+    from edgeeff.model.detectors import at_size, get_detector
 
-    row = get_detector(name)
-    if image_size is None:
-        return row
-    if image_size < MIN_IMAGE_SIZE or image_size % 2 ** row.min_level:
-        raise DetectTrainError(f"--image-size must be a multiple of {2 ** row.min_level} and at least {MIN_IMAGE_SIZE}, got {image_size}")
-    return dataclasses.replace(row, image_size=int(image_size))
+    try:
+        return at_size(get_detector(name), image_size)
+    except EdgeeffError as exc:
+        if image_size is None:
+            raise
+        raise DetectTrainError(f"--image-size: {exc}") from None
 
 
 def column_targets(image: DetectionImage, size: int, columns: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
