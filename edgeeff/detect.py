@@ -219,11 +219,11 @@ def validate_detector(runner, export_model, spec, samples: Sequence[Sample], row
     if spec.quantized and figures["class_logit_cosine"] < MIN_LOGIT_COSINE:
         failures.append(f"mean cosine of class logits {figures['class_logit_cosine']:.3f} < {MIN_LOGIT_COSINE}")
     boxes = figures["boxes"]
-    if spec.quantized and trained and boxes["reference_boxes"] >= MATCH_GATE_MIN_BOXES and boxes["matched"] < MIN_MATCHED:
+    boxes_gated = spec.quantized and trained and boxes["reference_boxes"] >= MATCH_GATE_MIN_BOXES
+    if boxes_gated and boxes["matched"] < MIN_MATCHED:
         failures.append(f"{boxes['matched']:.1%} of the Keras detector's {boxes['reference_boxes']} confident boxes found again "
                         f"< {MIN_MATCHED:.0%}")
-    if (spec.quantized and trained and boxes["reference_boxes"] >= MATCH_GATE_MIN_BOXES and boxes.get("map_vs_reference") is not None
-            and boxes["map_vs_reference"] < MIN_MAP_VS_REFERENCE):
+    if boxes_gated and boxes["map_vs_reference"] < MIN_MAP_VS_REFERENCE:
         failures.append(f"mAP against the Keras detector's own boxes {boxes['map_vs_reference']:.1%} < {MIN_MAP_VS_REFERENCE:.0%} "
                         "(boxes misplaced)")
     notes = []

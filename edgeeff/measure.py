@@ -148,11 +148,12 @@ def side_by_side(folders: list[str | Path], threads: int | None = None, schedule
     """Median latency of several artifacts measured in alternating blocks of ``block`` runs (or more:
     a block's timed part lasts at least as long as its settling), each in a process of its own
     (:class:`_Worker`; after each switch it runs untimed for ``kit_core.SETTLE_SECONDS``), the order
-    reversed every cycle, until each has the schedule's minimum runs and time (at least one block each). For choosing between artifacts whose latencies
-    differ by a few percent: on a shared 2-core host, fresh processes a minute apart differ by
-    20-30 % for the same artifact (measured, Lite0 onnx int8: medians 5.3-7.2 ms). A failure (a
-    worker that cannot load its artifact, dies, or gives no answer within ``timeout`` seconds)
-    becomes one row per artifact naming the artifact and the reason."""
+    reversed every cycle, until each has the schedule's minimum runs and time (at least one block
+    each). For choosing between artifacts whose latencies differ by a few percent: on a shared
+    2-core host, fresh processes a minute apart differ by 20-30 % for the same artifact (measured,
+    Lite0 onnx int8: medians 5.3-7.2 ms). A failure (a worker that cannot load its artifact, dies,
+    or gives no answer within ``timeout`` seconds) becomes one row per artifact naming the artifact
+    and the reason."""
     from edgeeff.kit.core import statistics_ms
 
     if block < 1:

@@ -119,7 +119,7 @@ np.save(sys.argv[3], np.asarray(open_artifact(sys.argv[1])[1].predict(np.load(sy
 """
 
 
-@pytest.mark.slow  # two real Lite0 conversions and two runs under qemu (about 90 s)
+@pytest.mark.slow  # two real Lite0 conversions and two runs under qemu (45 s in CI)
 def test_full_range_int8_weights_saturate_on_an_avx2_cpu_and_the_avx2_recipe_does_not(tmp_path, sample_images):
     """The premise of the recipe table, on the AVX2 kernels themselves: qemu-user emulating a Haswell
     (AVX2, no AVX-512, no VNNI) makes onnxruntime choose its AVX2 u8s8 kernels, whose int16 pair sums

@@ -103,11 +103,10 @@ def detector_row(name: str, image_size: int | None):
     from edgeeff.errors import EdgeeffError
     from edgeeff.model.detectors import at_size, get_detector
 
+    row = get_detector(name)
     try:
-        return at_size(get_detector(name), image_size)
+        return at_size(row, image_size)
     except EdgeeffError as exc:
-        if image_size is None:
-            raise
         raise DetectTrainError(f"--image-size: {exc}") from None
 
 
