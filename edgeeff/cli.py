@@ -557,9 +557,41 @@ def render_detector_conversion(meta: dict, out, json_path) -> None:
               ("map_vs_reference", "mAP against Keras's boxes"), ("reused", "reused existing artifact")]
     summary = [{"field": label, "value": report.fmt(row[key], key, row)} for key, label in labels if row.get(key) is not None]
     report.print_table(summary, [("field", "field"), ("value", "value")], title="Validation against the Keras detector")
+    if meta.get("budget"):
+        render_budget(meta["budget"], detector=True)
     report.echo(f"artifact: {row['path']}")
     if json_path:
         report.write_json(json_path, [row], metadata=meta)
+
+
+def render_budget(b: dict, detector: bool) -> None:
+    """The budget search's steps and its outcome (``convert --max-drop/--min-agreement``); a
+    detector's agreement is its mAP against the fp32 detector's boxes."""
+    from edgeeff import report
+    from edgeeff.quant.budget import settings_text
+
+    agreement = ("map_vs_reference", "mAP vs fp32 boxes") if detector else ("agreement", "agreement")
+    steps = [{"step": st.get("step", ""), "float": ", ".join(st["float_blocks"]) or "-", "drop": st.get("drop_points"),
+              agreement[0]: st["agreement"], "meets": "yes" if st.get("meets") else "no", "median_ms": st["median_ms"],
+              "side_by_side": (f"{st['side_by_side_ms'][0]:.2f} vs {st['side_by_side_ms'][1]:.2f}: "
+                               f"{'faster, kept' if st.get('faster') else 'not faster'}"
+                               if all(st.get("side_by_side_ms") or [None]) else None)}
+             for st in b["steps"]]
+    drop = [] if detector else [("drop", "top-1 drop (pts)")]
+    report.print_table(steps, [("step", "step"), ("float", "blocks in float"), *drop,
+                               agreement, ("meets", "meets budget"), ("median_ms", "median ms"),
+                               ("side_by_side", "ms side by side (this vs before)")],
+                       title="Budget search (each step a real conversion, measured)")
+    settings = settings_text(b.get("settings"))
+    kept = ", ".join(b["float_blocks"]) or f"nothing (plain int8{' with ' + settings if settings else ''} meets the budget)"
+    if settings and b["float_blocks"]:
+        kept += f" (with {settings})"
+    ci = b.get("result", {}).get("drop_ci95_points")
+    drop = (f"; top-1 drop {b['result']['drop_points']:+.2f} points (paired 95% interval {ci[0]:+.2f} to {ci[1]:+.2f})"
+            if ci else "")
+    share = f"{b['speedup_kept']:.0%}" if b.get("speedup_kept") else "-"
+    click.echo(f"kept in float: {kept}{drop}; speedup over fp32 {report.fmt(b.get('speedup_budgeted'))} "
+               f"(plain int8 {report.fmt(b.get('speedup_plain_int8'))}, {share} of it kept)")
 
 
 @main.command()
@@ -574,9 +606,9 @@ def render_detector_conversion(meta: dict, out, json_path) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--images", type=click.Path(), default=None, help="Validation images (kept disjoint from calibration).")
 @quantizer_options
-@click.option("--float-blocks", default=None, help="int8 targets: keep these blocks in float (e.g. stem,block1a,head; see `edgeeff sensitivity`); a block includes its SE part unless -blockX_se is listed too; one convolution by its layer name (block1a_dwconv) keeps only it.")
+@click.option("--float-blocks", default=None, help="int8 targets: keep these blocks in float (e.g. stem,block1a,head; a detector's also resample_p6, bifpn0, class_net, box_net; see `edgeeff sensitivity`); a block includes its SE part unless -blockX_se is listed too; one convolution by its layer name (block1a_dwconv) keeps only it.")
 @click.option("--max-drop", type=float, default=None, help="int8 targets: keep the fewest blocks in float until the top-1 drop vs fp32 on --images is at most this many points (then a float neighbour or a single convolution where that also runs faster).")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="int8 targets: ... until top-1 agreement with fp32 on --images is at least this (0-1).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="int8 targets: ... until top-1 agreement with fp32 on --images is at least this (0-1); for a detector, its mAP against the fp32 detector's own boxes.")
 @click.option("--sensitivity", "sensitivity_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="With --max-drop/--min-agreement: the block ranking from `edgeeff sensitivity --json` (else measured now).")
 @click.option("--for-cpu", "for_cpu", type=click.Choice(list(CPU_PROFILES)), default=None,
@@ -620,8 +652,9 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
         raise EdgeeffError("--max-drop/--min-agreement need --images: the evaluation images the budget is measured on")
     if max_drop is not None and max_drop < 0:
         raise EdgeeffError("--max-drop must be >= 0 (top-1 points)")
-    if detector and (budgeted or float_blocks):
-        raise EdgeeffError(f"{variant}: --float-blocks and the accuracy budget apply to classifiers for now; a detector converts whole")
+    if detector and max_drop is not None:
+        raise EdgeeffError(f"{variant}: --max-drop is top-1 points; a detector's budget is --min-agreement, the mAP (0-1) of the "
+                           "int8 artifact against the fp32 detector's own boxes on --images")
     weights = weights if detector else chosen_weights(v, weights)
     quiet_tensorflow_import()
     with step_progress(console) as say:
@@ -665,37 +698,15 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
             summary.append({"field": label, "value": report.fmt(val[key], key)})
     report.print_table(summary, [("field", "field"), ("value", "value")], title="Validation against the Keras model")
     if meta.get("budget"):
-        b = meta["budget"]
-        steps = [{"step": st.get("step", ""), "float": ", ".join(st["float_blocks"]) or "-", "drop": st.get("drop_points"),
-                  "agreement": st["agreement"], "meets": "yes" if st.get("meets") else "no", "median_ms": st["median_ms"],
-                  "side_by_side": (f"{st['side_by_side_ms'][0]:.2f} vs {st['side_by_side_ms'][1]:.2f}: "
-                                   f"{'faster, kept' if st.get('faster') else 'not faster'}"
-                                   if all(st.get("side_by_side_ms") or [None]) else None)}
-                 for st in b["steps"]]
-        report.print_table(steps, [("step", "step"), ("float", "blocks in float"), ("drop", "top-1 drop (pts)"),
-                                   ("agreement", "agreement"), ("meets", "meets budget"), ("median_ms", "median ms"),
-                                   ("side_by_side", "ms side by side (this vs before)")],
-                           title="Budget search (each step a real conversion, measured)")
-        from edgeeff.quant.budget import settings_text
-
-        settings = settings_text(b.get("settings"))
-        kept = ", ".join(b["float_blocks"]) or f"nothing (plain int8{' with ' + settings if settings else ''} meets the budget)"
-        if settings and b["float_blocks"]:
-            kept += f" (with {settings})"
-        ci = b.get("result", {}).get("drop_ci95_points")
-        drop = (f"; top-1 drop {b['result']['drop_points']:+.2f} points (paired 95% interval {ci[0]:+.2f} to {ci[1]:+.2f})"
-                if ci else "")
-        share = f"{b['speedup_kept']:.0%}" if b.get("speedup_kept") else "-"
-        click.echo(f"kept in float: {kept}{drop}; speedup over fp32 {report.fmt(b.get('speedup_budgeted'))} "
-                   f"(plain int8 {report.fmt(b.get('speedup_plain_int8'))}, {share} of it kept)")
+        render_budget(meta["budget"], detector=False)
     report.echo(f"artifact: {row['path']}")
     if json_path:
         report.write_json(json_path, [row], metadata=meta)
 
 
 @main.command()
-@click.option("--variant", default="lite0", show_default=True, help="Variant name or phi=X.")
-@click.option("--weights", default=None, help="Default: the variant's first real weights, else none.")
+@click.option("--variant", default="lite0", show_default=True, help="Variant name or phi=X, or a detector (efficientdet-lite0).")
+@click.option("--weights", default=None, help="Default: the variant's first real weights, else none; a detector's: an edgeeff train-detect run directory.")
 @click.option("--target", default="onnx-int8", show_default=True, help="An int8 target: tflite-int8, onnx-int8, openvino-int8.")
 @click.option("--images", type=click.Path(), required=True, help="Evaluation images (kept disjoint from calibration).")
 @click.option("--calibration", type=click.Path(), default=None, help="Calibration images (default: the embedded photos).")
@@ -709,43 +720,52 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Bar chart PNG of the SNR change per block.")
 def sensitivity(variant, weights, target, images, calibration, calibration_count, blocks, mode, seed, json_path, plot_path,
                 **quantizer) -> None:
-    """Per-block int8 sensitivity: agreement, cosine and SNR of the logits against fp32, by Keras block name."""
+    """Per-block int8 sensitivity: agreement, cosine and SNR of the logits against fp32, by Keras block name
+    (a detector's: mAP against the fp32 detector's boxes, class-logit cosine, SNR of the raw output)."""
     from rich.console import Console
 
     from edgeeff import report
 
     from edgeeff.model import blockmap
+    from edgeeff.model.detectors import get_detector, is_detector
     from edgeeff.quant import sensitivity as sens
-    from edgeeff.api import build
     from edgeeff.model.variants import resolve
 
     from edgeeff.targets.base import check_options, get_target
 
-    v = resolve(variant)
+    detector = is_detector(variant)
+    name = get_detector(variant).name if detector else resolve(variant).name
     check_report_paths(json_path, plot_path)
     options = chosen_options(quantizer)
     check_options(get_target(target), options)
-    weights = chosen_weights(v, weights)
+    if not Path(images).exists():
+        raise EdgeeffError(f"--images {images} does not exist")
+    weights = weights if detector else chosen_weights(resolve(variant), weights)
     quiet_tensorflow_import()
-    model = build(v, weights=weights, classifier_activation=None)
+    model = sens.model_of(name, weights)
     units = blockmap.check_units(model, blocks.split(",")) if blocks else blockmap.units(model)
     del model
     root, cleanup = sens.trial_root(None)
     try:
         with step_progress(Console(stderr=True)) as say:
-            trials = sens.Trials(v.name, target, weights, images, calibration, calibration_count, seed, options, root, say)
+            trials = sens.Trials(name, target, weights, images, calibration, calibration_count, seed, options, root, say)
             result = sens.sensitivity(trials, units, mode)
     finally:
         cleanup()
     base = result["plain_int8"]
-    title = (f"{v.name} ({weights}) {target}, {mode}: plain int8 agreement {base['agreement']:.1%}, cosine {base['cosine']:.4f}, "
+    # a detector's agreement is an mAP (against the fp32 detector's boxes), not a share of images
+    key, label, delta = (("map_vs_reference", "mAP vs fp32 boxes", ("delta_map_points", "d mAP vs fp32 boxes (pts)")) if detector
+                         else ("agreement", "agreement", ("delta_agreement", "d agreement")))
+    shown = [{**row, key: row["agreement"], "delta_map_points": row["delta_agreement"] * 100} for row in result["rows"]]
+    title = (f"{name} ({weights}) {target}, {mode}: plain int8 {label} {base['agreement']:.1%}, cosine {base['cosine']:.4f}, "
              f"SNR {base['snr_db']:.1f} dB on {base['images']} images")
-    report.print_table(result["rows"], [("block", "block"), ("agreement", "agreement"), ("cosine", "cosine"), ("snr_db", "SNR dB"),
-                                        ("delta_agreement", "d agreement"), ("delta_snr_db", "d SNR dB")], title=title)
+    report.print_table(shown, [("block", "block"), (key, label), ("cosine", "cosine"), ("snr_db", "SNR dB"), delta,
+                               ("delta_snr_db", "d SNR dB")], title=title)
     click.echo(f"most sensitive first: {', '.join(result['ranking'][:8])}")
     if json_path:
         report.write_json(json_path, result["rows"], ranking=result["ranking"], plain_int8=base, mode=mode, target=target,
-                          variant=v.name, weights=weights, options=options)
+                          variant=name, weights=weights, options=options,
+                          agreement="mAP (0-1) against the fp32 detector's confident boxes" if detector else "top-1 agreement with fp32")
     if plot_path:
         sens.bar_chart(result, plot_path, title)
 

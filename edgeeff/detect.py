@@ -183,6 +183,31 @@ def detector_subject(variant: str, weights: str | None, say):
                    check, metadata)
 
 
+def require_trained(variant: str, weights: str | None) -> None:
+    """Per-block sensitivity and the budget rank a detector by box agreement, which untrained heads
+    cannot give (every score sits near the prior): said before the first conversion."""
+    _row, chosen = choose_detector_weights(get_detector(variant), weights)
+    if not chosen.trained:
+        raise EdgeeffError(f"{variant}: per-block sensitivity and the float-fallback budget rank a detector by its boxes, which "
+                           "untrained heads do not give; pass --weights with an edgeeff train-detect run directory")
+
+
+def trial_figures(validation: dict) -> dict:
+    """A detector trial's scores as sensitivity and the budget read them (the classifier's are
+    top-1 agreement, logit cosine and SNR): ``agreement`` is the artifact's mAP against the Keras
+    detector's own confident boxes (0-1; the figure that told broken artifacts apart,
+    ``MIN_MAP_VS_REFERENCE``), ``cosine`` the class logits', ``snr_db`` the raw output's. Without
+    confident Keras boxes there is nothing to rank by: untrained heads, or images unlike the
+    training set's."""
+    boxes = validation["boxes"]
+    if boxes.get("map_vs_reference") is None:
+        raise EdgeeffError("the Keras detector found no confident box on these images, so blocks cannot be ranked or budgeted "
+                           "by box agreement; use trained weights (--weights RUN_DIR) and --images like its training set's")
+    return {"agreement": boxes["map_vs_reference"], "cosine": validation["class_logit_cosine"],
+            "snr_db": validation.get("snr_db"), "images": validation["images"], "matched": boxes["matched"],
+            "reference_boxes": boxes["reference_boxes"]}
+
+
 def raw_batches(model, samples: Sequence[Sample], resolution: int, card: PreprocessCard, batch: int = 8):
     """(images, Keras raw outputs) per batch of readable samples."""
     from edgeeff.evaluate import batches

@@ -195,18 +195,22 @@ def raw_output_figures(reference: np.ndarray, candidate: np.ndarray) -> dict:
     """Raw detector outputs (N, A, 4 + C), box regressions first, then class logits, compared:
     ``max_rel_diff`` = max |ref - cand| / max |ref| over everything; ``class_logit_cosine`` and
     ``box_cosine``: mean over images of the cosine of the flattened parts; ``top_score_agreement``:
-    fraction of images whose top anchor (argmax over anchors of the largest logit) is the same.
-    These judge an artifact even when no reference box is confident (untrained weights)."""
+    fraction of images whose top anchor (argmax over anchors of the largest logit) is the same;
+    ``snr_db``: the signal-to-noise ratio of the whole raw output (what per-block sensitivity ranks
+    by, as it does a classifier's logits). These judge an artifact even when no reference box is
+    confident (untrained weights)."""
     ref = np.asarray(reference, np.float64)
     cand = np.asarray(candidate, np.float64)
     if ref.shape != cand.shape or ref.ndim != 3 or ref.shape[-1] < 5:
         raise ValueError(f"expected two (N, A, 4 + C) arrays of one shape, got {ref.shape} and {cand.shape}")
     diff, scale = float(np.max(np.abs(ref - cand))), float(np.max(np.abs(ref)))
     top = np.argmax(ref[..., 4:].max(axis=-1), axis=1) == np.argmax(cand[..., 4:].max(axis=-1), axis=1)
+    noise = float(np.sum((ref - cand) ** 2))
     return {
         "images": int(ref.shape[0]),
         "max_rel_diff": diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf")),
         "class_logit_cosine": _cosine_per_image(ref[..., 4:], cand[..., 4:]),
         "box_cosine": _cosine_per_image(ref[..., :4], cand[..., :4]),
         "top_score_agreement": float(top.mean()),
+        "snr_db": 10 * float(np.log10(np.sum(ref**2) / noise)) if noise > 0 else float("inf"),
     }

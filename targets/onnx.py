@@ -126,33 +126,34 @@ def preprocessing_nodes(path: Path) -> list[str]:
 
 def block_node_names(model, path: Path, blocks: list[str]) -> list[str]:
     """ONNX nodes of the given Keras blocks, for quantize_static's ``nodes_to_exclude``. Nodes that
-    keep a Keras layer name are matched by name; convolutions and matmuls by order and output
-    channels, because tf2onnx renames a convolution it fuses with its batch norm (``Conv__330``).
-    Matching those by name alone left the stem's and every 1x1 convolution quantized while their
-    activations went float: a quantize step on the wide pre-activation range, which made "stem in
-    float" 6.9 dB worse than plain int8."""
+    keep a Keras layer name are matched by name; convolutions and matmuls by their weights
+    (``blockmap.match_weighted_ops``), because tf2onnx renames a convolution it fuses with its batch
+    norm (``Conv__330``). Matching those by name alone left the stem's and every 1x1 convolution
+    quantized while their activations went float: a quantize step on the wide pre-activation range,
+    which made "stem in float" 6.9 dB worse than plain int8."""
     import onnx
+    from onnx import numpy_helper
 
     from edgeeff.model import blockmap
 
     layers = blockmap.layers_of(model, blockmap.check_units(model, blocks))
-    graph = onnx.load(str(path), load_external_data=False).graph
-    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
-    shapes.update({n.output[0]: tuple(n.attribute[0].t.dims) for n in graph.node
+    graph = onnx.load(str(path)).graph
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    values.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
                    if n.op_type == "Constant" and n.attribute and n.attribute[0].t.dims})
 
-    def channels(node):
-        dims = shapes.get(node.input[1]) if len(node.input) > 1 else None
-        if not dims:
-            return None
-        if node.op_type == "Conv":
-            return dims[0]
+    def kernel(node):
+        """The constant kernel with output channels first: Conv (O, I/g, kH, kW); MatMul (I, O);
+        Gemm (O, I) with transB, else (I, O)."""
+        w = values.get(node.input[1])
+        if w is None or node.op_type == "Conv":
+            return w
         trans_b = any(a.name == "transB" and a.i for a in node.attribute)
-        return dims[0] if node.op_type == "Gemm" and trans_b else dims[-1]
+        return w if node.op_type == "Gemm" and trans_b else w.reshape(-1, w.shape[-1]).T
 
-    weighted = [n for n in graph.node if n.op_type in ("Conv", "MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in shapes]
-    mapping = blockmap.match_weighted_ops(model, weighted, channels, name_of=lambda n: n.name)
-    chosen = {mapping[name] for name in mapping if name in layers}
+    weighted = [n for n in graph.node if n.op_type in ("Conv", "MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in values]
+    mapping = blockmap.match_weighted_ops(model, weighted, kernel, name_of=lambda n: n.name)
+    chosen = {op for name, ops in mapping.items() if name in layers for op in ops}
     names = [n.name for n in graph.node if n.name in chosen or blockmap.layer_in_name(n.name, layers)]
     if not names:
         raise EdgeeffError(f"no ONNX node belongs to {', '.join(blocks)}: cannot keep them in float")

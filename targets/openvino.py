@@ -25,20 +25,31 @@ from edgeeff.targets.base import OPTIONS, TargetSpec, versions
 WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
 
 
-def weighted_op_names(model, ov_model) -> dict[str, str]:
-    """Keras layer name -> OpenVINO op name of every convolution and matmul. The TF frontend renames
-    ops, so they are matched to Keras layers by order and output channels
-    (``blockmap.match_weighted_ops``), not by name."""
+def weighted_op_names(model, ov_model) -> dict[str, list[str]]:
+    """Keras layer name -> OpenVINO op names of its convolutions and matmuls (one per call: a
+    detector head's shared convolution runs on five levels). The TF frontend renames ops, so they
+    are matched to Keras layers by their weights (``blockmap.match_weighted_ops``), not by name."""
     from edgeeff.model import blockmap
 
     ops = [op for op in ov_model.get_ordered_ops() if op.get_type_name() in WEIGHTED]
+    return blockmap.match_weighted_ops(model, ops, _kernel, name_of=lambda op: op.get_friendly_name())
 
-    def channels(op):
-        shape = op.get_output_partial_shape(0)
-        dim = shape[-1] if op.get_type_name() == "MatMul" else shape[1]
-        return dim.get_length() if dim.is_static else None
 
-    return blockmap.match_weighted_ops(model, ops, channels, name_of=lambda op: op.get_friendly_name())
+def _kernel(op):
+    """An op's constant kernel with output channels first, found upstream of its weight input through
+    the nodes that only convert or quantize it (NNCF's FakeQuantize on a quantized model's weights):
+    Convolution (O, I, kH, kW), GroupConvolution (G, O/G, I/G, kH, kW), MatMul as its transpose_b says."""
+    node = op.input(1).get_source_output().get_node()
+    while node.get_type_name() in ("Convert", "FakeQuantize", "Reshape", "Multiply", "Subtract"):
+        node = node.input(0).get_source_output().get_node()
+    if node.get_type_name() != "Constant":
+        return None
+    w = node.get_data()
+    if op.get_type_name() == "GroupConvolution":
+        return w.reshape(w.shape[0] * w.shape[1], -1)
+    if op.get_type_name() == "MatMul" and not op.get_attributes().get("transpose_b"):
+        return w.reshape(-1, w.shape[-1]).T
+    return w
 
 
 def block_op_names(model, ov_model, blocks: list[str]) -> list[str]:
@@ -47,16 +58,16 @@ def block_op_names(model, ov_model, blocks: list[str]) -> list[str]:
 
     mapping = weighted_op_names(model, ov_model)
     layers = blockmap.layers_of(model, blockmap.check_units(model, blocks))
-    return [mapping[name] for name in mapping if name in layers]
+    return [op for name, ops in mapping.items() if name in layers for op in ops]
 
 
 def float_layers(model, quantized) -> list[str]:
     """Keras names of the convolutions and matmuls NNCF left unquantized: no FakeQuantize on the
     activation they read. Read from the graph, so it holds however they came to be float."""
-    by_op = {op: layer for layer, op in weighted_op_names(model, quantized).items()}
-    return [by_op[op.get_friendly_name()] for op in quantized.get_ordered_ops()
-            if op.get_type_name() in WEIGHTED and op.get_friendly_name() in by_op
-            and op.input(0).get_source_output().get_node().get_type_name() != "FakeQuantize"]
+    by_op = {op: layer for layer, ops in weighted_op_names(model, quantized).items() for op in ops}
+    return list(dict.fromkeys(by_op[op.get_friendly_name()] for op in quantized.get_ordered_ops()
+                              if op.get_type_name() in WEIGHTED and op.get_friendly_name() in by_op
+                              and op.input(0).get_source_output().get_node().get_type_name() != "FakeQuantize"))
 
 
 def _accuracy_controlled(model, ov_model, calibration, control: dict, quantizing, common: dict):

@@ -27,9 +27,9 @@ def scenes(tmp_path_factory, sample_images):
 
 
 def test_detector_conversion_refuses_what_it_cannot_do(tmp_path):
-    result = run_cli("convert", "--variant", "efficientdet-lite0", "--target", "tflite-int8", "--float-blocks", "stem",
-                     "--out", str(tmp_path))
-    assert_one_line_error(result, "efficientdet-lite0", "classifiers")
+    result = run_cli("convert", "--variant", "efficientdet-lite0", "--target", "tflite-int8", "--max-drop", "1",
+                     "--images", str(tmp_path), "--out", str(tmp_path))
+    assert_one_line_error(result, "efficientdet-lite0", "--min-agreement")
     result = run_cli("convert", "--variant", "efficientdet-lite0", "--target", "onnx-fp32", "--weights", str(tmp_path / "nowhere"),
                      "--out", str(tmp_path))
     assert_one_line_error(result, "not found", "train-detect")
@@ -109,3 +109,67 @@ def test_a_detector_calibrated_on_noise_is_refused_though_it_finds_the_boxes(tmp
                           code=1)
     assert "mean cosine of class logits" not in done.stderr  # the cosine alone would have passed it
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def _float_convolutions(meta: dict) -> int:
+    """Convolutions an int8 artifact computes in float, read from the artifact itself: ONNX Convs
+    whose weights are a float initializer (not a DequantizeLinear), OpenVINO convolutions whose input
+    is not fake-quantized, TFLite convolutions with a float output."""
+    path = Path(meta["path"]) / meta["artifact"]
+    if meta["backend"] == "onnx":
+        import onnx
+
+        graph = onnx.load(str(path)).graph
+        initializers = {init.name for init in graph.initializer}
+        return sum(n.op_type == "Conv" and n.input[1] in initializers for n in graph.node)
+    if meta["backend"] == "openvino":
+        import openvino as ov
+
+        return sum(op.get_type_name() in ("Convolution", "GroupConvolution")
+                   and op.input(0).get_source_output().get_node().get_type_name() != "FakeQuantize"
+                   for op in ov.Core().read_model(str(path)).get_ordered_ops())
+    return sum(op.split("#")[0] in ("CONV_2D", "DEPTHWISE_CONV_2D") for op in meta["conversion"]["float_ops"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["tflite-int8", "onnx-int8", "openvino-int8"])
+def test_a_detectors_bifpn_cell_and_head_stay_float_in_every_backend(target, tmp_path, scenes):
+    """--float-blocks on a detector: a BiFPN cell and the class head, whose convolutions run once per
+    level (one Keras layer, five backend ops), are float in the artifact, on every level, and nothing
+    else is: the backend ops are found by their weights, since no order or name matches them."""
+    from edgeeff.convert import convert
+    from edgeeff.detect import build_reference, choose_detector_weights
+    from edgeeff.model import blockmap
+    from edgeeff.model.detectors import get_detector
+
+    blocks = ["bifpn2", "class_net"]
+    meta = convert("efficientdet-lite0", target, weights=str(TRAINED), out=tmp_path, calibration=scenes["train"].parent / "images",
+                   calibration_count=16, images=scenes["held-out"].parent / "images", options={"float_blocks": blocks})
+    assert meta["validation"]["failures"] == [] and meta["conversion"]["float_blocks"] == blocks
+    model = build_reference(*choose_detector_weights(get_detector("efficientdet-lite0"), str(TRAINED)))
+    chosen = blockmap.layers_of(model, blocks)
+    expected = sum(len(model.get_layer(name)._inbound_nodes) for name, _ in blockmap.weighted_layers(model) if name in chosen)
+    assert expected == 8 * 5 + 8 * 2  # class_net: 4 separable convolutions on 5 levels; bifpn2: 8 nodes' separable convolutions
+    assert _float_convolutions(meta) == expected
+    assert not meta["conversion"].get("unexpected_float_ops")
+
+
+@pytest.mark.slow
+def test_detector_sensitivity_ranks_a_bifpn_cell_and_a_head_by_their_boxes(tmp_path, scenes):
+    """`edgeeff sensitivity` on a trained detector: one real conversion per block, judged by the int8
+    artifact's mAP against the fp32 detector's boxes and ranked by the SNR of its raw output. Keeping
+    a block in float removes quantization noise (benchmarks/results/sensitivity/
+    efficientdet-lite0-onnx-int8.json: class_net and bifpn2 rank first and third)."""
+    path = tmp_path / "sensitivity.json"
+    done = run_cli("sensitivity", "--variant", "efficientdet-lite0", "--weights", str(TRAINED), "--target", "onnx-int8",
+                   "--blocks", "bifpn2,class_net", "--images", str(scenes["held-out"].parent / "images"),
+                   "--calibration", str(scenes["train"].parent / "images"), "--calibration-count", "16", "--json", str(path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(path.read_text())
+    rows, base = {row["block"]: row for row in record["rows"]}, record["plain_int8"]
+    assert set(rows) == {"bifpn2", "class_net"} and sorted(record["ranking"]) == ["bifpn2", "class_net"]
+    assert base["reference_boxes"] >= 30 and 0.5 < base["agreement"] < 1 and "mAP" in record["agreement"]
+    for row in rows.values():
+        assert row["delta_agreement"] == pytest.approx(row["agreement"] - base["agreement"])
+        assert row["delta_snr_db"] > 0, row
+    assert "mAP vs fp32 boxes" in done.stdout and "/96)" not in done.stdout  # an mAP, not a share of images

@@ -85,13 +85,13 @@ def _count(name, lite0_model):
     """(trainable parameters, multiply-adds, fusion layers) of a built detector."""
     import keras
 
-    from edgeeff.model.efficientdet import build_detector, detector_macs
-    from edgeeff.model.flops import count_params
+    from edgeeff.model.efficientdet import build_detector
+    from edgeeff.model.flops import count_macs, count_params
     from edgeeff.model.fusion import FastNormalizedFusion
 
     model = lite0_model if name == "efficientdet-lite0" else build_detector(name)
     trainable = count_params(model)[1]
-    macs = detector_macs(model)
+    macs = count_macs(model)
     fusions = sum(isinstance(layer, FastNormalizedFusion) for layer in model.layers)
     if model is not lite0_model:
         keras.backend.clear_session()

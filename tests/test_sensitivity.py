@@ -51,10 +51,85 @@ def test_units_follow_the_keras_names():
 
 
 def test_a_detector_is_named_as_one_where_a_classifier_is_needed(tmp_path):
-    """Sensitivity and the budget take classifiers; a detector's name gets that said, not "unknown variant"."""
-    for args in (("sensitivity", "--variant", "efficientdet-lite0", "--images", str(tmp_path)),
-                 ("calibrate-sweep", "--variant", "efficientdet-d0", "--calibration", str(tmp_path), "--images", str(tmp_path))):
-        assert_one_line_error(run_cli(*args), "is a detector", "convert, eval, bench")
+    """The calibration sweep takes classifiers; a detector's name gets that said, not "unknown variant".
+    Sensitivity and the budget take detectors, ranked by their boxes, so untrained heads are refused
+    before the first conversion, and a top-1 budget is refused for a detector."""
+    assert_one_line_error(run_cli("calibrate-sweep", "--variant", "efficientdet-d0", "--calibration", str(tmp_path),
+                                  "--images", str(tmp_path)), "is a detector", "sensitivity")
+    assert_one_line_error(run_cli("sensitivity", "--variant", "efficientdet-lite0", "--images", str(tmp_path)),
+                          "untrained", "train-detect run directory")
+    for budget in (("--min-agreement", "0.9"), ("--max-drop", "1")):
+        result = run_cli("convert", "--variant", "efficientdet-lite0", "--target", "onnx-int8", "--images", str(tmp_path),
+                         "--out", str(tmp_path / "out"), *budget)
+        assert_one_line_error(result, *(("untrained",) if budget[0] == "--min-agreement" else ("--min-agreement", "mAP")))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_detector_units_are_its_blocks_bifpn_cells_and_heads():
+    """A detector's units: the backbone's blocks, the extra levels' resampling, each BiFPN cell and the
+    two heads. A head convolution is shared by five levels with a batch norm per level, which the
+    layer list interleaves with the other head's layers: its group and its cost follow the graph."""
+    from edgeeff.model.efficientdet import build_detector
+    from edgeeff.model.flops import count_macs
+
+    model = build_detector("efficientdet-lite0", num_classes=5)
+    units = blockmap.units(model)
+    assert units[0] == "stem" and {"block7a", "resample_p6", "bifpn0", "bifpn2", "class_net", "box_net"} <= set(units)
+    assert "bifpn3" not in units and "head" not in units  # Lite0: 3 cells; the classifier's head is not on the path
+    group = blockmap.layer_groups(model)["class_net_0_pw"]
+    assert group == ["class_net_0_pw"] + [f"class_net_0_{kind}_p{level}" for kind in ("bn", "act") for level in range(3, 8)]
+    assert not any(name.startswith("box_net") for name in blockmap.layers_of(model, ["class_net"]))
+    assert blockmap.layers_of(model, ["bifpn1"]) == {layer.name for layer in model.layers if layer.name.startswith("bifpn1_")}
+    areas = sum(n.output_tensors[0].shape[1] * n.output_tensors[0].shape[2] for n in model.get_layer("class_net_0_pw")._inbound_nodes)
+    assert areas == 40**2 + 20**2 + 10**2 + 5**2 + 3**2  # 320 px: P3-P7
+    assert dict(blockmap.layer_macs(model)["class_net"])["class_net_0_pw"] == areas * 64 * 64
+    assert sum(blockmap.unit_macs(model).values()) == count_macs(model)  # every convolution is in a unit, every call counted
+
+
+def _as_converted(model, rng):
+    """A model's convolutions as a converter hands them over: one op per call (a shared head layer's
+    five), kernels in ONNX/OpenVINO layout (Conv (O, I, kH, kW), depthwise (C, 1, kH, kW), Gemm (O, I)), each
+    output channel scaled as folding a batch norm scales it (signs included), in shuffled order."""
+    import numpy as np
+
+    ops, truth = [], {}
+    for layer in model.layers:
+        if not hasattr(layer, "kernel"):
+            continue
+        depthwise = "Depthwise" in type(layer).__name__
+        oihw = np.transpose(np.asarray(layer.kernel), (2, 3, 0, 1) if depthwise else (3, 2, 0, 1) if layer.kernel.ndim == 4 else (1, 0))
+        for call in range(len(layer._inbound_nodes)):
+            scale = rng.uniform(0.2, 3.0, oihw.shape[0]) * rng.choice([-1, 1], oihw.shape[0])
+            ops.append((f"{layer.name}#{call}", oihw * scale.reshape(-1, *[1] * (oihw.ndim - 1))))
+            truth.setdefault(layer.name, []).append(f"{layer.name}#{call}")
+    rng.shuffle(ops)
+    return ops, truth
+
+
+def test_weights_match_each_backend_op_to_its_keras_layer_whatever_the_order_layout_or_folding():
+    """Backend ops found by their weights (blockmap.match_weighted_ops): a BiFPN has no one topological
+    order and a head's shared convolution is five ops, so order cannot match them; EfficientNetV2's
+    fused blocks have many full 3x3 convolutions of one shape, whose weights the layout reorders.
+    Every op must find its own layer; a lost op is said, not guessed."""
+    import numpy as np
+
+    from edgeeff.errors import EdgeeffError
+    from edgeeff.model.efficientdet import build_detector
+
+    rng = np.random.default_rng(0)
+    for model in (build_detector("efficientdet-lite0", num_classes=5), build("v2-s:resolution=32", weights=None)):
+        ops, truth = _as_converted(model, rng)
+        for name, kernel in ops:  # the fingerprint is the Keras layer's own, not merely the nearest
+            keras_kernel = np.asarray(model.get_layer(name.split("#")[0]).kernel)
+            as_keras = blockmap.kernel_fingerprint(keras_kernel.reshape(-1, kernel.shape[0]).T)
+            assert np.allclose(blockmap.kernel_fingerprint(kernel), as_keras, atol=1e-6), name
+        mapping = blockmap.match_weighted_ops(model, ops, kernel_of=lambda op: op[1], name_of=lambda op: op[0])
+        assert {name: sorted(found) for name, found in mapping.items()} == {name: sorted(found) for name, found in truth.items()}
+    detector = build_detector("efficientdet-lite0", num_classes=5)
+    ops, truth = _as_converted(detector, rng)
+    assert len(ops) == 182 and len(truth) == 118
+    with pytest.raises(EdgeeffError, match="applied 5 time"):
+        blockmap.match_weighted_ops(detector, [op for op in ops if op[0] != "class_net_1_dw#2"], lambda op: op[1], lambda op: op[0])
 
 
 def test_onnx_blocks_include_their_fused_convolutions(tmp_path):
@@ -218,7 +293,7 @@ class _RuleTrials:
     def __init__(self, needed: set[str], either: set[str] = frozenset(), budget_settings=(), options=None, drops=None):
         self.needed, self.either, self.runs = needed, either, []
         self.spec = SimpleNamespace(budget_settings=budget_settings)
-        self.options, self.settings = options or {}, {}
+        self.options, self.settings, self.detector = options or {}, {}, False
         self.drops = drops or {}  # settings (as sorted items) -> top-1 drop of plain int8 under them
 
     def run(self, blocks, label, settings=None):

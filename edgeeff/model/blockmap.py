@@ -3,23 +3,29 @@
 edgeeff owns the model definition, so every layer has a Keras Applications name
 (``block4b_expand_conv``, ``block4b_se_reduce``, ``top_conv``). A *unit* is what a user reasons
 about: ``stem``, each MBConv/Fused-MBConv block (``block4b``), its squeeze-excitation part
-(``block4b_se``, where the family has SE) and ``head``. The preprocessing layer is never a unit: it
-always stays in float. Backends keep the Keras layer name inside their node names
+(``block4b_se``, where the family has SE) and ``head``; in a detector (``edgeeff.model.efficientdet``)
+also the extra levels' resampling (``resample_p6``), each BiFPN cell (``bifpn0``) and the two heads
+(``class_net``, ``box_net``). The preprocessing layer is never a unit: it always stays in float.
+Backends keep the Keras layer name inside their node names
 (``lite0_1/block4b_expand_conv_1/convolution`` in TFLite), but not always: tf2onnx names the
 convolutions it fuses with their batch norm ``Conv__330``, and OpenVINO's TF frontend drops every
-name, so weighted ops are matched by structure (:func:`match_weighted_ops`) and only the other
+name, so weighted ops are matched by their weights (:func:`match_weighted_ops`) and only the other
 nodes by name.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from edgeeff.errors import EdgeeffError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 _BLOCK = re.compile(r"^(block\d+[a-z])(_se)?_")
 _HEAD = ("top_", "avg_pool", "predictions", "head_")
+_DETECTOR = re.compile(r"^(resample_p\d+|bifpn\d+|class_net|box_net)_")
 _SUFFIX = re.compile(r"_\d+$")
 
 
@@ -31,7 +37,8 @@ def unit_of(layer: str) -> str | None:
         return match.group(1) + (match.group(2) or "")
     if layer.startswith(_HEAD):
         return "head"
-    return None
+    match = _DETECTOR.match(layer)
+    return match.group(1) if match else None
 
 
 def units(model) -> list[str]:
@@ -90,21 +97,26 @@ def check_units(model, chosen: Iterable[str]) -> list[str]:
 
 
 def layer_groups(model) -> dict[str, list[str]]:
-    """Each weighted layer of a unit with the unweighted layers that follow it inside the same unit
-    (its batch norm, activation, pooling): what keeping that one convolution in float means."""
+    """Each weighted layer of a unit with the unweighted layers it feeds inside the same unit (its
+    batch norm, activation, pooling): what keeping that one convolution in float means. Read from the
+    graph, not the layer list: a layer whose inputs come from several weighted layers (a residual
+    add, the SE gate's multiply, a BiFPN fusion) goes with the latest of them, and a detector head's
+    shared convolution collects its batch norm of every level, which the layer list interleaves with
+    the other head's layers."""
     weighted = {name for name, _ in weighted_layers(model)}
-    groups: dict[str, list[str]] = {}
-    current = None
+    position = {layer.name: i for i, layer in enumerate(model.layers)}
+    nearest: dict[str, set[str]] = {}  # unweighted layer -> the weighted layers just upstream of it
+    groups: dict[str, list[str]] = {name: [name] for name in weighted if unit_of(name)}
     for layer in model.layers:
-        unit = unit_of(layer.name)
+        parents = {parent.operation.name for node in layer._inbound_nodes for parent in node.parent_nodes}
         if layer.name in weighted:
-            current = layer.name if unit else None
-            if current:
-                groups[current] = [current]
-        elif current and unit and unit.removesuffix("_se") == unit_of(current).removesuffix("_se"):
-            groups[current].append(layer.name)
-        else:
-            current = None
+            continue
+        nearest[layer.name] = set().union(*({p} if p in weighted else nearest.get(p, set()) for p in parents)) if parents else set()
+        unit = unit_of(layer.name)
+        if unit and nearest[layer.name]:
+            owner = max(nearest[layer.name], key=position.__getitem__)
+            if owner in groups and unit.removesuffix("_se") == unit_of(owner).removesuffix("_se"):
+                groups[owner].append(layer.name)
     return groups
 
 
@@ -137,21 +149,59 @@ def layer_in_name(node_name: str, layer_names: set[str]) -> str | None:
 
 def weighted_layers(model) -> list[tuple[str, int]]:
     """(name, output channels) of the layers that carry weights, in network order."""
+    return [(layer.name, int(layer.kernel.shape[-1]) * (int(layer.kernel.shape[-2]) if _is_depthwise(layer) else 1))
+            for layer in _weighted(model)]
+
+
+def _weighted(model) -> list:
     import keras
 
     kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
-    return [(layer.name, int(layer.output.shape[-1])) for layer in model.layers if isinstance(layer, kinds)]
+    return [layer for layer in model.layers if isinstance(layer, kinds)]
 
 
-def match_weighted_ops(model, ops: Sequence, channels_of, name_of) -> dict[str, str]:
-    """Keras weighted layer name -> backend op name, by order and checked by output channels. The
-    backend's ops must be its convolutions and matmuls in topological order."""
-    layers = weighted_layers(model)
-    if len(layers) != len(ops):
-        raise EdgeeffError(f"cannot map blocks onto this graph: {len(layers)} Keras weighted layers, {len(ops)} backend ops")
-    mapping = {}
-    for (name, channels), op in zip(layers, ops):
-        if channels_of(op) not in (channels, None):
-            raise EdgeeffError(f"cannot map blocks onto this graph: {name} has {channels} channels, its match {channels_of(op)}")
-        mapping[name] = name_of(op)
+def _is_depthwise(layer) -> bool:
+    import keras
+
+    return isinstance(layer, keras.layers.DepthwiseConv2D)
+
+
+def kernel_fingerprint(per_channel) -> "np.ndarray":
+    """A kernel as (output channels, n): each channel's |weights| sorted and divided by the largest.
+    The same in every backend: sorting forgets the layout a converter chose (OIHW, HWIO) and the
+    division the per-channel scale that folding a batch norm into the convolution multiplies in."""
+    import numpy as np
+
+    rows = np.sort(np.abs(np.asarray(per_channel, np.float64).reshape(len(per_channel), -1)), axis=1)
+    return rows / np.maximum(rows[:, -1:], 1e-30)
+
+
+def match_weighted_ops(model, ops: Sequence, kernel_of, name_of) -> dict[str, list[str]]:
+    """Keras weighted layer name -> its backend ops, matched by weights. ``kernel_of(op)`` gives an
+    op's constant kernel with output channels first (or None). Order cannot match them: a BiFPN's
+    parallel branches and a detector's two heads have no one topological order, and a head's
+    convolution shared by five feature levels is one Keras layer but five ops. Each op goes to the
+    Keras layer of the same kernel shape whose :func:`kernel_fingerprint` is nearest; every layer
+    must then have one op per call."""
+    import numpy as np
+
+    layers = _weighted(model)
+    prints = {layer.name: kernel_fingerprint(np.asarray(layer.kernel).reshape(-1, channels).T)
+              for layer, (_, channels) in zip(layers, weighted_layers(model))}
+    by_shape: dict[tuple, list[str]] = {}
+    for name, fingerprint in prints.items():
+        by_shape.setdefault(fingerprint.shape, []).append(name)
+    mapping: dict[str, list[str]] = {name: [] for name in prints}
+    for op in ops:
+        kernel = kernel_of(op)
+        fingerprint = kernel_fingerprint(kernel) if kernel is not None else None
+        candidates = by_shape.get(getattr(fingerprint, "shape", None), [])
+        if not candidates:
+            raise EdgeeffError(f"cannot map blocks onto this graph: backend op {name_of(op)} matches no Keras layer's kernel")
+        best = min(candidates, key=lambda name: float(np.abs(prints[name] - fingerprint).mean()))
+        mapping[best].append(name_of(op))
+    for layer in layers:
+        if len(mapping[layer.name]) != len(layer._inbound_nodes):
+            raise EdgeeffError(f"cannot map blocks onto this graph: {layer.name} is applied {len(layer._inbound_nodes)} time(s), "
+                               f"{len(mapping[layer.name])} backend op(s) carry its weights")
     return mapping

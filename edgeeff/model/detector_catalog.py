@@ -41,12 +41,12 @@ def detector_counts(row: Detector, use_cache: bool = True) -> dict:
 def _count(row: Detector) -> dict:
     import keras
 
-    from edgeeff.model.efficientdet import build_detector, detector_macs
-    from edgeeff.model.flops import count_params
+    from edgeeff.model.efficientdet import build_detector
+    from edgeeff.model.flops import count_macs, count_params
 
     model = build_detector(row)
     total, trainable = count_params(model)
-    result = {"params": total, "trainable_params": trainable, "macs": detector_macs(model)}
+    result = {"params": total, "trainable_params": trainable, "macs": count_macs(model)}
     keras.backend.clear_session()
     return result
 

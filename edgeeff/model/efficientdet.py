@@ -216,22 +216,6 @@ def build_detector(row: Detector | str, num_classes: int | None = None, weights:
     return model
 
 
-def detector_macs(model) -> int:
-    """Multiply-adds of a detector: :func:`edgeeff.model.flops.macs_by_layer` per layer, scaled up for
-    the head layers that run on every level (flops reads only a layer's first call)."""
-    from edgeeff.model.flops import macs_by_layer
-
-    total = 0
-    for name, macs in macs_by_layer(model).items():
-        nodes = model.get_layer(name)._inbound_nodes
-        if len(nodes) == 1:
-            total += macs
-            continue
-        areas = [int(node.output_tensors[0].shape[1]) * int(node.output_tensors[0].shape[2]) for node in nodes]
-        total += macs // areas[0] * sum(areas)
-    return int(total)
-
-
 # Exported detectors end in one tensor: the box regressions then the class logits of every anchor,
 # (N, A, 4 + num_classes). One output keeps every runner, the device kit and the board protocol as
 # they are for classifiers (one array out); post-processing (anchors, decoding, NMS) runs after the

@@ -19,20 +19,18 @@ def _spatial(shape) -> int:
 
 
 def macs_by_layer(model: "keras.Model") -> dict[str, int]:
-    """Multiply-adds of each weighted layer, by Keras layer name."""
+    """Multiply-adds of each weighted layer, by Keras layer name, over every call: a detector head's
+    convolution runs on each of five feature levels."""
     import keras
 
     out = {}
     for layer in model.layers:
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            kh, kw, ch, mult = layer.kernel.shape
-            out[layer.name] = _spatial(layer.output.shape) * kh * kw * ch * mult
-        elif isinstance(layer, keras.layers.Conv2D):
-            kh, kw, cin, cout = layer.kernel.shape
-            out[layer.name] = _spatial(layer.output.shape) * kh * kw * cin * cout
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+            positions = sum(_spatial(node.output_tensors[0].shape) for node in layer._inbound_nodes)
+            out[layer.name] = positions * math.prod(int(d) for d in layer.kernel.shape)
         elif isinstance(layer, keras.layers.Dense):
             cin, cout = layer.kernel.shape
-            out[layer.name] = int(cin) * int(cout)
+            out[layer.name] = int(cin) * int(cout) * len(layer._inbound_nodes)
     return {name: int(n) for name, n in out.items()}
 
 

@@ -207,8 +207,8 @@ def resolve(spec: str | Variant) -> Variant:
 
             if is_detector(base_key):
                 raise UnknownNameError(f"{base.strip()} is a detector, and this command takes a classifier; detectors go through "
-                                       "convert, eval, bench, check and train-detect (per-block sensitivity and the float-fallback "
-                                       "budget are for classifiers for now)")
+                                       "convert (with --float-blocks or --min-agreement), sensitivity, eval, bench, check and "
+                                       "train-detect")
             valid = list_variants()
             close = difflib.get_close_matches(key, valid + list(ALIASES), n=1)
             hint = f" Did you mean {ALIASES.get(close[0], close[0])!r}?" if close else ""

@@ -1,5 +1,6 @@
 """The float-fallback budget: the fewest EfficientNet blocks (or single convolutions) to keep in
-float so an int8 artifact meets a top-1 drop or agreement budget, found with real conversions
+float so an int8 artifact meets a top-1 drop or agreement budget (a detector's agreement: its mAP
+against the fp32 detector's boxes), found with real conversions
 (``edgeeff.quant.sensitivity.Trials``) and published atomically with a ``budget`` record."""
 
 from __future__ import annotations
@@ -220,9 +221,11 @@ class BudgetSearch:
         the first result that holds wins: which base leads to few reverts is not predictable
         (measured, Lite1: from full bias correction 3 convolutions, from the more accurate mixed
         preset 26). Its float convolutions become the budget's float set. Judged like every step,
-        against the Keras model; a miss leaves the block search to run on the settings pass's base."""
+        against the Keras model; a miss leaves the block search to run on the settings pass's base.
+        Not for a detector: accuracy control would score its raw output as a classifier's top-1."""
         trials, max_drop, min_agreement = self.trials, self.max_drop, self.min_agreement
-        if "accuracy_control" not in getattr(trials.spec, "options", ()) or "accuracy_control" in trials.options:
+        if ("accuracy_control" not in getattr(trials.spec, "options", ()) or "accuracy_control" in trials.options
+                or trials.detector):
             return [], meta, False
         control = {"accuracy_control": {"images": str(trials.args["images"]), "max_drop_points": max_drop, "min_agreement": min_agreement,
                                         "max_reverted": MAX_REVERTED}}

@@ -9,7 +9,9 @@ temporary folder; only the chosen artifact is published.
 
 * ``sensitivity``: per unit (``edgeeff.model.blockmap``), ``keep-float`` (everything int8 but this unit:
   the error it removes) or ``quantize-alone`` (only this unit int8: the error it causes), with
-  top-1 agreement, mean cosine and SNR of the logits against fp32.
+  top-1 agreement, mean cosine and SNR of the logits against fp32; for a detector (its BiFPN cells
+  and heads are units too), the mAP against the fp32 detector's boxes, the class logits' cosine and
+  the raw output's SNR (:func:`validation_figures`).
 * ``edgeeff.quant.budget.BudgetSearch``: plain int8 first; if it misses the budget, the target's latency-free
   calibration settings (``TargetSpec.budget_settings``), then the backend's own per-op search
   where it has one (NNCF's accuracy control), then units kept in float in order of
@@ -39,8 +41,14 @@ class BudgetError(EdgeeffError):
 
 
 def validation_figures(meta: dict) -> dict:
-    """A trial's scores from its conversion metadata, as sensitivity, budget and sweep rows carry them."""
+    """A trial's scores from its conversion metadata, as sensitivity, budget and sweep rows carry them:
+    a classifier's top-1 agreement (and drop, with labels), logit cosine and SNR; a detector's
+    (``meta["task"] == "detect"``) from :func:`edgeeff.detect.trial_figures`."""
     v = meta["validation"]
+    if meta.get("task") == "detect":
+        from edgeeff.detect import trial_figures
+
+        return trial_figures(v)
     row = {"agreement": v["top1_agreement"], "cosine": v["mean_cosine"], "snr_db": v.get("snr_db"), "images": v["images"]}
     if "top1_artifact" in v:
         row.update({"top1": v["top1_artifact"], "top1_fp32": v["top1_keras"], "drop_points": (v["top1_keras"] - v["top1_artifact"]) * 100})
@@ -62,6 +70,13 @@ class Trials:
             int8 = [t.name for t in TARGETS.values() if "float_blocks" in t.options]
             raise EdgeeffError(f"{target} has no int8 mode to keep blocks out of; use one of {', '.join(int8)}")
         check_options(self.spec, options or {})  # before the first of many conversions, not inside it
+        from edgeeff.model.detectors import is_detector
+
+        self.detector = is_detector(variant)  # judged by box agreement (edgeeff.detect.trial_figures), not top-1
+        if self.detector:
+            from edgeeff.detect import require_trained
+
+            require_trained(variant, weights)
         self.args = dict(variant=variant, target=target, weights=weights, images=images, calibration=calibration,
                          calibration_count=calibration_count, calibration_views=calibration_views, seed=seed, cpu=cpu)
         self.options = {k: v for k, v in (options or {}).items() if v is not None}
@@ -100,13 +115,27 @@ class Trials:
                        images=self.args["images"], require_valid=False)
 
 
+def model_of(variant: str, weights: str | None):
+    """The Keras model whose blocks a trial keeps in float: the classifier, or the detector (with
+    the weights ``--weights`` names) as ``convert`` builds it."""
+    from edgeeff.model.detectors import get_detector, is_detector
+
+    if is_detector(variant):
+        from edgeeff.detect import build_reference, choose_detector_weights, require_trained
+
+        require_trained(variant, weights)
+        return build_reference(*choose_detector_weights(get_detector(variant), weights))
+    from edgeeff.api import build
+
+    return build(variant, weights=weights, classifier_activation=None)
+
+
 def costs_of(variant: str, weights: str | None) -> tuple[dict[str, int], dict[str, list[tuple[str, int]]]]:
     """Every unit in network order with its multiply-adds (a block's include its SE part), and each
     block's convolutions with theirs, cheapest first; from one build of the model."""
     from edgeeff.model import blockmap
-    from edgeeff.api import build
 
-    model = build(variant, weights=weights, classifier_activation=None)
+    model = model_of(variant, weights)
     return blockmap.unit_macs(model), blockmap.layer_macs(model)
 
 
