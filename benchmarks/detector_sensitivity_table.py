@@ -21,7 +21,7 @@ DETECTOR = "efficientdet-lite0"
 def main(target: str = "onnx-int8") -> str:
     sens = json.loads((RESULTS / f"{DETECTOR}-{target}.json").read_text())
     base = sens["plain_int8"]
-    rows = [{"block": r["block"], "map_vs_reference": r["agreement"], "delta_map_points": r["delta_agreement"] * 100,
+    rows = [{"block": r["block"], "map_vs_reference": r["agreement"], "delta_map": f"{r['delta_agreement'] * 100:+.2f}",
              "snr": f"{r['snr_db']:.2f}", "gain": f"{r['delta_snr_db']:+.3f}", "rank": sens["ranking"].index(r["block"]) + 1}
             for r in sens["rows"]]
     parts = [f"{DETECTOR} trained on the composed scenes (`benchmarks/models/efficientdet-lite0-scenes`), {target}, keep-float "
@@ -30,7 +30,7 @@ def main(target: str = "onnx-int8") -> str:
              f"(mAP of the artifact against them) and by the SNR of the raw output, which ranks. Plain int8: mAP vs fp32 boxes "
              f"{report.percent(base['agreement'])}, SNR {base['snr_db']:.2f} dB. Calibration: 64 training scenes.\n",
              report.to_markdown(rows, [("block", "block"), ("map_vs_reference", "mAP vs fp32 boxes"),
-                                       ("delta_map_points", "change (points)"), ("snr", "SNR dB"), ("gain", "SNR gained (dB)"),
+                                       ("delta_map", "change (points)"), ("snr", "SNR dB"), ("gain", "SNR gained (dB)"),
                                        ("rank", "rank")])]
     budget_path = RESULTS / f"{DETECTOR}-{target}-budget.json"
     if budget_path.is_file():

@@ -644,6 +644,9 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
     if float_blocks:
         options["float_blocks"] = [b.strip() for b in float_blocks.split(",") if b.strip()]
     budgeted = max_drop is not None or min_agreement is not None
+    if detector and max_drop is not None:
+        raise EdgeeffError(f"{variant}: --max-drop is top-1 points; a detector's budget is --min-agreement, the mAP (0-1) of the "
+                           "int8 artifact against the fp32 detector's own boxes on --images")
     if sensitivity_path and not budgeted:
         raise EdgeeffError("--sensitivity ranks blocks for --max-drop/--min-agreement; give one of them")
     if budgeted and float_blocks:
@@ -652,9 +655,6 @@ def convert(variant, target, weights, out, calibration, calibration_count, calib
         raise EdgeeffError("--max-drop/--min-agreement need --images: the evaluation images the budget is measured on")
     if max_drop is not None and max_drop < 0:
         raise EdgeeffError("--max-drop must be >= 0 (top-1 points)")
-    if detector and max_drop is not None:
-        raise EdgeeffError(f"{variant}: --max-drop is top-1 points; a detector's budget is --min-agreement, the mAP (0-1) of the "
-                           "int8 artifact against the fp32 detector's own boxes on --images")
     weights = weights if detector else chosen_weights(v, weights)
     quiet_tensorflow_import()
     with step_progress(console) as say:

@@ -196,13 +196,14 @@ def trial_figures(validation: dict) -> dict:
     """A detector trial's scores as sensitivity and the budget read them (the classifier's are
     top-1 agreement, logit cosine and SNR): ``agreement`` is the artifact's mAP against the Keras
     detector's own confident boxes (0-1; the figure that told broken artifacts apart,
-    ``MIN_MAP_VS_REFERENCE``), ``cosine`` the class logits', ``snr_db`` the raw output's. Without
-    confident Keras boxes there is nothing to rank by: untrained heads, or images unlike the
-    training set's."""
+    ``MIN_MAP_VS_REFERENCE``), ``cosine`` the class logits', ``snr_db`` the raw output's. With fewer
+    confident Keras boxes than validation gates on there is nothing to rank by (images unlike the
+    training set's)."""
     boxes = validation["boxes"]
-    if boxes.get("map_vs_reference") is None:
-        raise EdgeeffError("the Keras detector found no confident box on these images, so blocks cannot be ranked or budgeted "
-                           "by box agreement; use trained weights (--weights RUN_DIR) and --images like its training set's")
+    if boxes.get("map_vs_reference") is None or boxes["reference_boxes"] < MATCH_GATE_MIN_BOXES:
+        raise EdgeeffError(f"the Keras detector found {boxes['reference_boxes']} confident boxes on these images, fewer than the "
+                           f"{MATCH_GATE_MIN_BOXES} an mAP against them needs to rank or budget blocks; give --images like its "
+                           "training set's")
     return {"agreement": boxes["map_vs_reference"], "cosine": validation["class_logit_cosine"],
             "snr_db": validation.get("snr_db"), "images": validation["images"], "matched": boxes["matched"],
             "reference_boxes": boxes["reference_boxes"]}

@@ -4,6 +4,7 @@ with bf16 support would otherwise run an "fp32" IR in bf16."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -28,23 +29,32 @@ WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
 def weighted_op_names(model, ov_model) -> dict[str, list[str]]:
     """Keras layer name -> OpenVINO op names of its convolutions and matmuls (one per call: a
     detector head's shared convolution runs on five levels). The TF frontend renames ops, so they
-    are matched to Keras layers by their weights (``blockmap.match_weighted_ops``), not by name."""
+    are matched to Keras layers by their weights (``blockmap.match_weighted_ops``), not by name; a
+    matmul of two activations has no weights and no Keras layer."""
     from edgeeff.model import blockmap
 
-    ops = [op for op in ov_model.get_ordered_ops() if op.get_type_name() in WEIGHTED]
-    return blockmap.match_weighted_ops(model, ops, _kernel, name_of=lambda op: op.get_friendly_name())
+    kernels = [(op, _kernel(op)) for op in ov_model.get_ordered_ops() if op.get_type_name() in WEIGHTED]
+    return blockmap.match_weighted_ops(model, [(op, k) for op, k in kernels if k is not None], lambda pair: pair[1],
+                                       name_of=lambda pair: pair[0].get_friendly_name())
 
 
 def _kernel(op):
     """An op's constant kernel with output channels first, found upstream of its weight input through
-    the nodes that only convert or quantize it (NNCF's FakeQuantize on a quantized model's weights):
-    Convolution (O, I, kH, kW), GroupConvolution (G, O/G, I/G, kH, kW), MatMul as its transpose_b says."""
+    the nodes that only convert, reshape or (de)quantize it (NNCF's FakeQuantize, or a compressed
+    model's int8 constant, zero point and scale), in the shape the op receives: Convolution (O, I,
+    kH, kW), GroupConvolution (G, O/G, I/G, kH, kW), MatMul as its transpose_b says."""
+    def size(node) -> int:
+        shape = node.get_output_partial_shape(0)
+        return math.prod(d.get_length() for d in shape) if shape.is_static else 0
+
     node = op.input(1).get_source_output().get_node()
     while node.get_type_name() in ("Convert", "FakeQuantize", "Reshape", "Multiply", "Subtract"):
-        node = node.input(0).get_source_output().get_node()
-    if node.get_type_name() != "Constant":
+        inputs = [i.get_source_output().get_node() for i in node.inputs()]
+        # Multiply/Subtract: the weights, not the per-channel scale or zero point (the larger input)
+        node = max(inputs, key=size) if node.get_type_name() in ("Multiply", "Subtract") else inputs[0]
+    if node.get_type_name() != "Constant" or not op.get_input_partial_shape(1).is_static:
         return None
-    w = node.get_data()
+    w = node.get_data().reshape(tuple(op.get_input_shape(1)))
     if op.get_type_name() == "GroupConvolution":
         return w.reshape(w.shape[0] * w.shape[1], -1)
     if op.get_type_name() == "MatMul" and not op.get_attributes().get("transpose_b"):

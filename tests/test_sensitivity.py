@@ -84,6 +84,21 @@ def test_detector_units_are_its_blocks_bifpn_cells_and_heads():
     assert areas == 40**2 + 20**2 + 10**2 + 5**2 + 3**2  # 320 px: P3-P7
     assert dict(blockmap.layer_macs(model)["class_net"])["class_net_0_pw"] == areas * 64 * 64
     assert sum(blockmap.unit_macs(model).values()) == count_macs(model)  # every convolution is in a unit, every call counted
+    # equal-cost convolutions in network order, whatever the process's hash seed: the budget's narrowing tries them in it
+    assert [name for name, _ in blockmap.layer_macs(model)["class_net"]][:4] == [f"class_net_{i}_dw" for i in ("0", "1", "2", "predict")]
+
+
+def test_a_detector_trial_is_judged_by_its_boxes_only_when_there_are_enough():
+    from edgeeff.detect import MATCH_GATE_MIN_BOXES, trial_figures
+    from edgeeff.errors import EdgeeffError
+
+    validation = {"class_logit_cosine": 0.999, "snr_db": 40.0, "images": 96,
+                  "boxes": {"map_vs_reference": 0.9, "matched": 0.97, "reference_boxes": MATCH_GATE_MIN_BOXES}}
+    assert trial_figures(validation)["agreement"] == 0.9
+    for few in ({"map_vs_reference": None, "matched": None, "reference_boxes": 0},
+                {"map_vs_reference": 1.0, "matched": 1.0, "reference_boxes": MATCH_GATE_MIN_BOXES - 1}):
+        with pytest.raises(EdgeeffError, match="confident boxes"):
+            trial_figures({**validation, "boxes": few})
 
 
 def _as_converted(model, rng):

@@ -103,10 +103,12 @@ def layer_groups(model) -> dict[str, list[str]]:
     add, the SE gate's multiply, a BiFPN fusion) goes with the latest of them, and a detector head's
     shared convolution collects its batch norm of every level, which the layer list interleaves with
     the other head's layers."""
-    weighted = {name for name, _ in weighted_layers(model)}
+    in_order = [name for name, _ in weighted_layers(model)]
+    weighted = set(in_order)
     position = {layer.name: i for i, layer in enumerate(model.layers)}
     nearest: dict[str, set[str]] = {}  # unweighted layer -> the weighted layers just upstream of it
-    groups: dict[str, list[str]] = {name: [name] for name in weighted if unit_of(name)}
+    # in network order, so convolutions of equal cost are tried in the same order in every process
+    groups: dict[str, list[str]] = {name: [name] for name in in_order if unit_of(name)}
     for layer in model.layers:
         parents = {parent.operation.name for node in layer._inbound_nodes for parent in node.parent_nodes}
         if layer.name in weighted:
@@ -198,8 +200,11 @@ def match_weighted_ops(model, ops: Sequence, kernel_of, name_of) -> dict[str, li
         candidates = by_shape.get(getattr(fingerprint, "shape", None), [])
         if not candidates:
             raise EdgeeffError(f"cannot map blocks onto this graph: backend op {name_of(op)} matches no Keras layer's kernel")
-        best = min(candidates, key=lambda name: float(np.abs(prints[name] - fingerprint).mean()))
-        mapping[best].append(name_of(op))
+        distances = sorted((float(np.abs(prints[name] - fingerprint).mean()), name) for name in candidates)
+        if len(distances) > 1 and distances[1][0] - distances[0][0] < 1e-12:
+            raise EdgeeffError(f"cannot map blocks onto this graph: {distances[0][1]} and {distances[1][1]} have the same weights "
+                               "(untrained or zero kernels?), so their backend ops cannot be told apart")
+        mapping[distances[0][1]].append(name_of(op))
     for layer in layers:
         if len(mapping[layer.name]) != len(layer._inbound_nodes):
             raise EdgeeffError(f"cannot map blocks onto this graph: {layer.name} is applied {len(layer._inbound_nodes)} time(s), "

@@ -289,9 +289,10 @@ class BudgetSearch:
             else:
                 figures = validation_figures(meta)
                 scope = "every block" if set(ranking) >= set(every) else f"all {len(ranking)} ranked blocks"
-                raise BudgetError(f"the budget ({_budget_text(max_drop, min_agreement)}) cannot be met even with {scope} in float "
-                                  f"(drop {figures.get('drop_points', float('nan')):+.2f} points, agreement {figures['agreement']:.1%}); "
-                                  "nothing was written")
+                reached = (f"drop {figures['drop_points']:+.2f} points, " if "drop_points" in figures else "") + (
+                    f"{_agreement_name(trials)} {figures['agreement']:.1%}")
+                raise BudgetError(f"the budget ({_budget_text(max_drop, min_agreement, _agreement_name(trials))}) cannot be met even "
+                                  f"with {scope} in float ({reached}); nothing was written")
             chosen, meta = self.prune(chosen, meta, costs)
             chosen, meta = self.join(chosen, meta, every, costs)
             chosen, meta = self.narrow(chosen, meta, layers)
@@ -318,9 +319,13 @@ class BudgetSearch:
         meta["path"] = str(dest)
         return meta
 
-def _budget_text(max_drop: float | None, min_agreement: float | None) -> str:
+def _agreement_name(trials) -> str:
+    return "mAP against the fp32 detector's boxes" if trials.detector else "agreement"
+
+
+def _budget_text(max_drop: float | None, min_agreement: float | None, agreement: str = "agreement") -> str:
     parts = ([f"top-1 drop <= {max_drop:g} points"] if max_drop is not None else []) + (
-        [f"agreement >= {min_agreement:.1%}"] if min_agreement is not None else [])
+        [f"{agreement} >= {min_agreement:.1%}"] if min_agreement is not None else [])
     return " and ".join(parts)
 
 
